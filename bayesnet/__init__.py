@@ -11,3 +11,8 @@ from .spec import NetworkSpec  # noqa: E402
 __all__ = ["ACTIVATIONS", "activation_fn", "Dataset", "from_arrays", "ising", "teacher", "xor",
            "NetworkSpec"]
 __version__ = "0.1.0"
+
+from .io import load, save  # noqa: E402
+from .sampling import sample  # noqa: E402
+
+__all__ += ["load", "save", "sample"]

@@ -1,0 +1,247 @@
+"""`sample`: NUTS on a network posterior, returned as an ArviZ-compatible xarray DataTree."""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import platform
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from . import engine
+from .datasets import Dataset
+from .models import MODELS
+from .spec import NetworkSpec
+
+METHODS = ("collapsed", "full", "exact")
+CHAIN_METHODS = ("vectorized", "sequential", "parallel")
+DTYPES = ("float64", "float32")
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def data_arrays(data: Dataset, dtype="float64") -> dict:
+    """The traced data arguments of the models: X, y, X_test and the unit target y_hat."""
+    y_hat = data.y / np.linalg.norm(data.y)
+    return {k: jnp.asarray(v, dtype=dtype) for k, v in
+            (("X", data.X), ("y", data.y), ("X_test", data.X_test), ("y_hat", y_hat))}
+
+
+def theta_arrays(spec: NetworkSpec, dtype="float64") -> dict:
+    """The traced scaling parameters g_v, g_w, chi, kappa."""
+    return {k: jnp.asarray(getattr(spec, k), dtype=dtype) for k in ("g_v", "g_w", "chi", "kappa")}
+
+
+def versions() -> dict:
+    """Package versions recorded with every result."""
+    import numpyro
+    out = {"python": platform.python_version(), "jax": jax.__version__,
+           "numpyro": numpyro.__version__, "numpy": np.__version__, "xarray": xr.__version__}
+    from . import __version__
+    out["bayesnet"] = __version__
+    return out
+
+
+def _progress_bar(enabled, total, desc):
+    """A tqdm bar over NUTS steps (updated per chunk, so it costs nothing inside the sampler)."""
+    if not enabled:
+        return None, (lambda n, phase: None)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+    def update(n, phase):
+        bar.set_postfix_str(phase, refresh=False)
+        bar.update(n)
+
+    return bar, update
+
+
+def sample(spec: NetworkSpec, data: Dataset, method: str = "collapsed", chains: int = 4,
+           warmup: int = 500, draws: int = 1000, seed: int = 0,
+           chain_method: str = "vectorized", progress: bool = True, dtype: str = "float64",
+           target_accept: float = 0.8, max_tree_depth: int = 10, chunk: int | None = None,
+           desc: str | None = None) -> xr.DataTree:
+    """Sample the posterior of `spec` on `data` with NUTS (or exactly, for linear networks).
+
+    method: `collapsed` (readout integrated out, NUTS over V), `full` (NUTS over V and w),
+    `exact` (linear networks only: width-independent sampler).  Returns a DataTree with groups
+    posterior (chain, draw, train/test), sample_stats, kernel (posterior mean hidden kernel),
+    observed_data, constant_data; attributes record the spec, data, method, seed and versions.
+    """
+    if not isinstance(spec, NetworkSpec):
+        raise ValueError(f"spec must be a NetworkSpec, got {type(spec).__name__}")
+    if not isinstance(data, Dataset):
+        raise ValueError(f"data must be a bayesnet Dataset, got {type(data).__name__}")
+    _choice("method", method, METHODS)
+    _choice("chain_method", chain_method, CHAIN_METHODS)
+    _choice("dtype", dtype, DTYPES)
+    chains = _check_int("chains", chains, 1)
+    warmup = _check_int("warmup", warmup, 0)
+    draws = _check_int("draws", draws, 1)
+    _check_int("seed", seed, 0)
+    max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1)
+    if not 0.0 < float(target_accept) < 1.0:
+        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+    if method == "exact":
+        from .exact import sample_exact
+        return sample_exact(spec, data, chains=chains, draws=draws, seed=seed,
+                            progress=progress, desc=desc)
+    model_fn, stats_fn = MODELS[method]
+    N, D = spec.width, data.dim
+    if chunk is None:
+        # About 20 progress updates per run, but never so short that Python overhead shows.
+        chunk = int(min(250, max(25, math.ceil((warmup + draws) / 20))))
+    chunk = _check_int("chunk", chunk, 1)
+    stats = _bind_stats(stats_fn, N, spec.activation)
+    cfg = engine.RunConfig(model_fn(N, spec.activation), stats, chains, warmup, chunk,
+                           float(target_accept), max_tree_depth)
+    d_arr, theta = data_arrays(data, dtype), theta_arrays(spec, dtype)
+    key_init, key_chain = jax.random.split(jax.random.PRNGKey(seed))
+    z0 = {"z_V": jax.random.normal(key_init, (chains, N, D), dtype)}
+    if method == "full":
+        z0["z_w"] = jax.random.normal(jax.random.fold_in(key_init, 1), (chains, N), dtype)
+    keys = jax.random.split(key_chain, chains)
+    label = desc or f"{method} N={N} {spec.activation} chi={spec.chi:.4g}"
+    bar, update = _progress_bar(progress, chains * 0 + (warmup + draws) * (
+        1 if chain_method == "vectorized" else chains), label)
+    try:
+        draws_out, ksums, timing = _run_chains(cfg, chain_method, keys, z0, d_arr, theta,
+                                               draws, update)
+    finally:
+        if bar is not None:
+            bar.close()
+    return to_datatree(draws_out, ksums, spec, data, method=method, seed=seed, chains=chains,
+                       warmup=warmup, draws=draws, chain_method=chain_method, dtype=dtype,
+                       timing=timing)
+
+
+class _bind_stats:
+    """Hashable per-(width, activation) binding of a statistics function (a cache key part)."""
+
+    def __init__(self, fn, width, activation):
+        self.fn, self.width, self.activation = fn, width, activation
+
+    def __call__(self, z, d, t):
+        return self.fn(z, d, t, self.width, self.activation)
+
+    def __eq__(self, other):
+        return isinstance(other, _bind_stats) and (self.fn, self.width, self.activation) == (
+            other.fn, other.width, other.activation)
+
+    def __hash__(self):
+        return hash((self.fn, self.width, self.activation))
+
+
+def _run_chains(cfg, chain_method, keys, z0, d_arr, theta, draws, update):
+    """Run chains vectorized (one program), one after another, or across devices."""
+    if chain_method == "parallel" and jax.local_device_count() < cfg.chains:
+        warnings.warn(f"chain_method='parallel' needs {cfg.chains} devices, found "
+                      f"{jax.local_device_count()}; running chains sequentially", stacklevel=3)
+        chain_method = "sequential"
+    if chain_method == "vectorized":
+        out, ks, _, timing = engine.run(cfg, keys, z0, d_arr, theta, draws, update)
+        return out, ks, timing
+    if chain_method == "parallel":
+        return _run_parallel(cfg, keys, z0, d_arr, theta, draws, update)
+    one = cfg._replace(chains=1)
+    parts, ksum, ktsum, timing = [], 0.0, 0.0, {"compile_s": 0.0, "sample_s": 0.0}
+    for c in range(cfg.chains):
+        zc = jax.tree.map(lambda a: a[c:c + 1], z0)
+        out, (k, kt), _, t = engine.run(one, keys[c:c + 1], zc, d_arr, theta, draws, update)
+        parts.append(out)
+        ksum, ktsum = ksum + k, ktsum + kt
+        timing = {k2: timing[k2] + t[k2] for k2 in timing}
+    out = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+    return out, (ksum, ktsum), timing
+
+
+def _run_parallel(cfg, keys, z0, d_arr, theta, draws, update):
+    """One chain per device, each device running the vectorized program on its own chain."""
+    import concurrent.futures as cf
+
+    devices = jax.local_devices()[: cfg.chains]
+    one = cfg._replace(chains=1)
+
+    def job(c):
+        with jax.default_device(devices[c]):
+            zc = jax.tree.map(lambda a: jax.device_put(a[c:c + 1], devices[c]), z0)
+            dd = jax.device_put(d_arr, devices[c])
+            tt = jax.device_put(theta, devices[c])
+            return engine.run(one, jax.device_put(keys[c:c + 1], devices[c]), zc, dd, tt,
+                              draws, None)
+
+    with cf.ThreadPoolExecutor(len(devices)) as pool:
+        results = list(pool.map(job, range(cfg.chains)))
+    update((cfg.warmup + draws) * cfg.chains, "done")
+    out = {k: np.concatenate([r[0][k] for r in results], axis=0) for k in results[0][0]}
+    ksum = sum(r[1][0] for r in results)
+    ktsum = sum(r[1][1] for r in results)
+    timing = {"compile_s": max(r[3]["compile_s"] for r in results),
+              "sample_s": max(r[3]["sample_s"] for r in results)}
+    return out, (ksum, ktsum), timing
+
+
+POSTERIOR_VARS = {
+    "f_train": ("train",), "f_test": ("test",), "var_train": ("train",), "var_test": ("test",),
+    "kernel_target": (), "kernel_trace": (), "kernel_alignment": (),
+}
+STATS_VARS = ("diverging", "tree_depth", "n_steps", "step_size", "energy", "acceptance_rate",
+              "lp")
+
+
+def run_attrs(spec, data, **extra) -> dict:
+    """netCDF-safe root attributes: spec, data, run settings, versions, creation time."""
+    attrs = dict(spec.to_attrs())
+    attrs.update(data.to_attrs())
+    for k, v in extra.items():
+        if isinstance(v, dict):
+            attrs.update({f"{k}_{kk}": vv for kk, vv in v.items()})
+        elif isinstance(v, bool):
+            attrs[k] = int(v)
+        else:
+            attrs[k] = v
+    attrs["versions"] = json.dumps(versions())
+    attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return attrs
+
+
+def to_datatree(draws_out, ksums, spec, data, **run) -> xr.DataTree:
+    """Assemble per-draw arrays and kernel sums into the labelled result tree."""
+    C, S = draws_out["f_train"].shape[:2]
+    coords = {"chain": np.arange(C), "draw": np.arange(S), "train": np.arange(data.n_train),
+              "test": np.arange(data.n_test)}
+    post = xr.Dataset(
+        {k: (("chain", "draw") + dims, draws_out[k]) for k, dims in POSTERIOR_VARS.items()
+         if k in draws_out},
+        coords=coords)
+    stats = xr.Dataset(
+        {k: (("chain", "draw"), draws_out[k]) for k in STATS_VARS if k in draws_out},
+        coords={"chain": coords["chain"], "draw": coords["draw"]})
+    n = C * S
+    kern = xr.Dataset(
+        {"K_train": (("train", "train_"), np.asarray(ksums[0]) / n),
+         "K_test_train": (("test", "train_"), np.asarray(ksums[1]) / n)},
+        coords={"train": coords["train"], "train_": coords["train"], "test": coords["test"]})
+    obs = xr.Dataset({"y": (("train",), data.y), "y_test": (("test",), data.y_test)},
+                     coords={"train": coords["train"], "test": coords["test"]})
+    const = xr.Dataset({"X": (("train", "feature"), data.X),
+                        "X_test": (("test", "feature"), data.X_test)},
+                       coords={"train": coords["train"], "test": coords["test"]})
+    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats, "kernel": kern,
+                                  "observed_data": obs, "constant_data": const})
+    tree.attrs = run_attrs(spec, data, **run)
+    return tree
