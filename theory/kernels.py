@@ -1,0 +1,151 @@
+"""NNGP feature kernels K^phi_ab = E_{h ~ N(0, K^x)}[phi(h_a) phi(h_b)] (shared/theory.md sec 3).
+
+Closed forms for linear, erf and relu; a 2-D polar Gauss quadrature for any other elementwise
+activation (tanh, ...).  The quadrature splits the angle at the zeros of both pre-activations, so
+activations with a kink at 0 (relu, abs, leaky relu) converge exponentially too.
+All arrays float64 (bayesnet enables x64).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bayesnet  # noqa: F401  (enables float64)
+from bayesnet.activations import ACTIVATIONS
+
+CLOSED_FORMS = ("linear", "erf", "relu")
+
+
+def input_kernel(X1, X2, g_v: float):
+    """Input kernel K^x = (g_v/D) X1 X2^T, dimensionless, shape (P1, P2)."""
+    X1, X2 = jnp.asarray(X1, jnp.float64), jnp.asarray(X2, jnp.float64)
+    return (g_v / X1.shape[1]) * X1 @ X2.T  # (P1, P2)
+
+
+def input_diag(X, g_v: float):
+    """Diagonal of the input kernel, (g_v/D)|x_a|^2, shape (P,)."""
+    X = jnp.asarray(X, jnp.float64)
+    return (g_v / X.shape[1]) * jnp.sum(X * X, axis=1)  # (P,)
+
+
+def _erf_kernel(k12, k11, k22):
+    """Arcsine kernel of erf from input-kernel entries (broadcasting)."""
+    return (2.0 / jnp.pi) * jnp.arcsin(
+        jnp.clip(2.0 * k12 / jnp.sqrt((1.0 + 2.0 * k11) * (1.0 + 2.0 * k22)), -1.0, 1.0))
+
+
+def _relu_kernel(k12, k11, k22):
+    """Arc-cosine (order 1) kernel of relu from input-kernel entries (broadcasting)."""
+    norm = jnp.sqrt(k11 * k22)
+    safe = jnp.where(norm > 0, norm, 1.0)
+    cos = jnp.clip(k12 / safe, -1.0, 1.0)
+    theta = jnp.arccos(cos)
+    val = safe / (2.0 * jnp.pi) * (jnp.sin(theta) + (jnp.pi - theta) * cos)
+    return jnp.where(norm > 0, val, 0.0)
+
+
+def _closed_form(activation, k12, k11, k22):
+    """Closed-form K^phi from the input-kernel entries for linear / erf / relu."""
+    if activation == "linear":
+        return k12
+    if activation == "erf":
+        return _erf_kernel(k12, k11, k22)
+    return _relu_kernel(k12, k11, k22)
+
+
+@functools.lru_cache(maxsize=None)
+def radial_rule(n: int = 28):
+    """Gauss rule for the weight r exp(-r^2/2) on [0, inf) (unit mass): nodes, weights (n,).
+
+    Jacobi matrix by Lanczos on a fine discretisation of the weight (discretised Stieltjes).
+    """
+    x, w = np.polynomial.legendre.leggauss(4000)
+    R = 16.0
+    r = 0.5 * R * (x + 1.0)  # (4000,)
+    wr = 0.5 * R * w * r * np.exp(-0.5 * r * r)  # (4000,)
+    q = np.sqrt(wr) / np.sqrt(wr.sum())
+    Q = [q]
+    alpha, beta = np.zeros(n), np.zeros(n - 1)
+    q_prev, b_prev = np.zeros_like(q), 0.0
+    for k in range(n):
+        v = r * Q[-1]
+        alpha[k] = Q[-1] @ v
+        v = v - alpha[k] * Q[-1] - b_prev * q_prev
+        for qq in Q:  # full reorthogonalisation
+            v -= (qq @ v) * qq
+        if k < n - 1:
+            beta[k] = np.linalg.norm(v)
+            q_prev, b_prev = Q[-1], beta[k]
+            Q.append(v / beta[k])
+    lam, vec = np.linalg.eigh(np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1))
+    return lam, vec[0] ** 2 * wr.sum()
+
+
+def _pair_quadrature(phi, k12, k11, k22, n_r, n_theta):
+    """E[phi(h1) phi(h2)] for one pair, polar Gauss rule split at the kinks; scalar."""
+    r, wr = radial_rule(n_r)
+    xg, wg = np.polynomial.legendre.leggauss(n_theta)
+    norm = jnp.sqrt(k11 * k22)
+    rho = jnp.clip(jnp.where(norm > 0, k12 / jnp.where(norm > 0, norm, 1.0), 0.0), -1.0, 1.0)
+    beta = jnp.arccos(rho)  # h2 = sqrt(k22) r cos(theta - beta), h1 = sqrt(k11) r cos(theta)
+    breaks = jnp.sort(jnp.mod(jnp.array([0.5, 1.5, 0.0, 0.0]) * jnp.pi
+                              + jnp.array([0.0, 0.0, beta + 0.5 * jnp.pi, beta + 1.5 * jnp.pi]),
+                              2 * jnp.pi))  # (4,)
+    ends = jnp.concatenate([breaks[1:], breaks[:1] + 2 * jnp.pi])  # (4,)
+    half = 0.5 * (ends - breaks)  # (4,)
+    theta = (breaks + half)[:, None] + half[:, None] * xg[None, :]  # (4, n_theta)
+    wt = half[:, None] * wg[None, :] / (2 * jnp.pi)  # (4, n_theta)
+    h1 = jnp.sqrt(k11) * r[:, None, None] * jnp.cos(theta)[None]  # (n_r, 4, n_theta)
+    h2 = jnp.sqrt(k22) * r[:, None, None] * jnp.cos(theta - beta)[None]  # (n_r, 4, n_theta)
+    return jnp.sum(wr[:, None, None] * wt[None] * phi(h1) * phi(h2))
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "n_r", "n_theta"))
+def quadrature_kernel(activation: str, k12, k11, k22, n_r: int = 32, n_theta: int = 32):
+    """K^phi by 2-D quadrature from input-kernel entries k12 (P1, P2), k11 (P1,), k22 (P2,)."""
+    phi = ACTIVATIONS[activation]
+    pair = functools.partial(_pair_quadrature, phi, n_r=n_r, n_theta=n_theta)
+    row = jax.vmap(pair, in_axes=(0, None, 0))  # over columns
+    return jax.lax.map(lambda a: row(a[0], a[1], k22), (k12, k11))  # (P1, P2)
+
+
+def _check(activation: str) -> str:
+    """Validate that the activation has a kernel (closed form or quadrature)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation has no kernel: must be one of {sorted(ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    return activation
+
+
+def kernel_from_input(activation: str, k12, k11, k22):
+    """K^phi from input-kernel entries: closed form where known, quadrature otherwise."""
+    _check(activation)
+    k12, k11, k22 = (jnp.asarray(a, jnp.float64) for a in (k12, k11, k22))
+    if activation in CLOSED_FORMS:
+        return _closed_form(activation, k12, k11[:, None], k22[None, :])  # (P1, P2)
+    return quadrature_kernel(activation, k12, k11, k22)
+
+
+def kernel(activation: str, X1, X2, g_v: float):
+    """NNGP feature kernel K^phi(X1, X2), shape (P1, P2); linear gives K^x = (g_v/D) X1 X2^T."""
+    _check(activation)
+    return kernel_from_input(activation, input_kernel(X1, X2, g_v), input_diag(X1, g_v),
+                             input_diag(X2, g_v))
+
+
+def kernel_diag_from_input(activation: str, k11):
+    """Diagonal E[phi(h_a)^2], h_a ~ N(0, k11_a), shape (P,)."""
+    _check(activation)
+    k11 = jnp.asarray(k11, jnp.float64)
+    if activation in CLOSED_FORMS:
+        return _closed_form(activation, k11, k11, k11)
+    return jax.vmap(lambda a: quadrature_kernel(activation, a[None, None], a[None], a[None])[0, 0]
+                    )(k11)
+
+
+def kernel_diag(activation: str, X, g_v: float):
+    """Diagonal of K^phi(X, X), shape (P,), without forming the P x P matrix."""
+    return kernel_diag_from_input(activation, input_diag(X, g_v))

@@ -1,0 +1,99 @@
+"""Scalar kernel renormalisation ubar(chi) (shared/theory.md sec 5.2, 5.3, 7.1).
+
+Effective output kernel (ubar/chi) K, noise kappa/chi, with abar = (ubar K + kappa)^-1 y:
+  tree level:  1/ubar = 1/g_w - (chi/N) abar^T K abar
+  one loop:    1/ubar = 1/g_w + (1/N) Tr[K (ubar K + kappa)^-1] - (chi/N) abar^T K abar
+Solved by Brent's method in log ubar after one eigendecomposition K = U diag(lam) U^T.
+For non-linear activations K = K^phi (proportional-limit / Gaussian-equivalence approximation).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+
+import bayesnet  # noqa: F401  (enables float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spectrum:
+    """Non-zero eigenmodes of a train kernel: lam (r,), U (P, r), yt = U^T y (r,), diag (P,)."""
+
+    lam: np.ndarray
+    U: np.ndarray
+    yt: np.ndarray
+    diag: np.ndarray
+
+    def project(self, K_cross) -> np.ndarray:
+        """Cross kernel rows in the eigenbasis, B = K_cross U, shape (P*, r)."""
+        return np.asarray(K_cross) @ self.U  # (P*, r)
+
+
+def spectrum(K, y, rtol: float = 1e-13) -> Spectrum:
+    """Eigendecomposition of a PSD train kernel K (P, P); modes below rtol*max(lam) dropped."""
+    lam, U = np.linalg.eigh(np.asarray(K, np.float64))
+    keep = lam > rtol * max(lam.max(), 0.0)
+    U = U[:, keep]  # (P, r)
+    return Spectrum(lam[keep], U, U.T @ np.asarray(y, np.float64), np.diag(np.asarray(K)).copy())
+
+
+def linear_spectrum(X, y, g_v: float, rtol: float = 1e-13) -> Spectrum:
+    """Spectrum of K^x = (g_v/D) X X^T from a thin SVD of X (P, D): O(P D min(P, D))."""
+    X = np.asarray(X, np.float64)
+    U, s, _ = np.linalg.svd(X, full_matrices=False)  # (P, m), (m,)
+    lam = (g_v / X.shape[1]) * s * s  # (m,)
+    keep = lam > rtol * max(lam.max(), 0.0)
+    U = U[:, keep]
+    diag = (g_v / X.shape[1]) * np.sum(X * X, axis=1)  # (P,)
+    return Spectrum(lam[keep], U, U.T @ np.asarray(y, np.float64), diag)
+
+
+def ubar_equation(logu: float, sp: Spectrum, g_w, width, chi, kappa, trace: bool) -> float:
+    """Residual 1/ubar - RHS of the rescaling equation at ubar = exp(logu), units 1/g_w."""
+    u = np.exp(logu)
+    d = u * sp.lam + kappa  # (r,)
+    rhs = 1.0 / g_w - (chi / width) * np.sum(sp.lam * sp.yt ** 2 / d ** 2)
+    if trace:
+        rhs += np.sum(sp.lam / d) / width
+    return 1.0 / u - rhs
+
+
+def solve_ubar(sp: Spectrum, g_w: float, width: float, chi: float, kappa: float,
+               trace: bool = True, xtol: float = 1e-14, full_output: bool = False):
+    """Renormalised readout scale ubar > 0 (units of g_w), bracketing root in log ubar.
+
+    full_output=True returns (ubar, iterations, |relative residual| = |ubar * equation|).
+    """
+    F = lambda lu: ubar_equation(lu, sp, g_w, width, chi, kappa, trace)  # noqa: E731
+    lo, hi = np.log(g_w) - 5.0, np.log(g_w) + 5.0
+    while F(lo) <= 0:  # 1/u dominates as u -> 0
+        lo -= 5.0
+    while F(hi) >= 0:  # 1/u -> 0 while RHS -> 1/g_w > 0
+        hi += 5.0
+    logu, info = scipy.optimize.brentq(F, lo, hi, xtol=xtol, rtol=4 * np.finfo(float).eps,
+                                       full_output=True)
+    u = float(np.exp(logu))
+    return (u, int(info.iterations), abs(u * F(logu))) if full_output else u
+
+
+def rescaled_outputs(sp: Spectrum, B, k_test_diag, ubar: float, chi: float, kappa: float):
+    """GP with kernel ubar K, noise kappa (variances / chi): (f_train, var_train, f_test, var_test).
+
+    B = K_test_train U (P*, r); k_test_diag (P*,) prior test variances of K.
+    """
+    d = ubar * sp.lam + kappa  # (r,)
+    f_train = sp.U @ (ubar * sp.lam * sp.yt / d)  # (P,)
+    f_test = ubar * B @ (sp.yt / d)  # (P*,)
+    var_train = (ubar * sp.diag - ubar ** 2 * (sp.U ** 2) @ (sp.lam ** 2 / d)) / chi  # (P,)
+    var_test = (ubar * np.asarray(k_test_diag) - ubar ** 2 * (B ** 2) @ (1.0 / d)) / chi  # (P*,)
+    return f_train, var_train, f_test, var_test
+
+
+def fluctuation_kernel(sp: Spectrum, B, ubar: float, kappa: float):
+    """K (ubar K + kappa)^-1 K on train (P, P) and test-train (P*, P) blocks."""
+    d = ubar * sp.lam + kappa  # (r,)
+    train = (sp.U * (sp.lam ** 2 / d)) @ sp.U.T  # (P, P)
+    test = (B * (sp.lam / d)) @ sp.U.T  # (P*, P)
+    return train, test
