@@ -67,5 +67,6 @@ def predict_exact(spec, data, chis, tol: float = 1e-12) -> xr.Dataset:
         data_vars[name] = (("chi",) + _DIMS.get(name, ()), arr)
     coords = {"chi": c, "train": np.arange(data.n_train), "test": np.arange(data.n_test),
               "train_": np.arange(data.n_train)}
-    attrs = {"method": "exact", **spec.to_attrs(), **data.to_attrs()}
+    attrs = {k: v for k, v in spec.to_attrs().items() if k != "chi"}  # chi is a coordinate
+    attrs.update(data.to_attrs(), method="exact")
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
