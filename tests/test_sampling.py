@@ -1,0 +1,146 @@
+"""NUTS posteriors against an independent exact reference (numpy blocked Gibbs), within MCSE."""
+import pathlib
+import sys
+
+import arviz_stats as azs
+import numpy as np
+import pytest
+
+import bayesnet as bn
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from reference import batch_mean_se, gibbs_linear  # noqa: E402
+
+N = 8
+DATA = bn.ising(n_train=12, n_test=6, dim=8, flip=0.2, seed=1)
+RUN = dict(chains=4, warmup=500, draws=1000, progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Gibbs reference, collapsed and full NUTS at chi = 1 (standard) and chi = N (mean-field)."""
+    out = {}
+    for chi in (1.0, float(N)):
+        spec = bn.NetworkSpec(width=N, chi=chi, kappa=0.5)
+        ref = gibbs_linear(DATA.X, DATA.y, DATA.X_test, N, 1.0, 1.0, chi, 0.5, sweeps=8000,
+                           burn=500, seed=int(chi))
+        out[chi] = {"gibbs": ref}
+        for method in ("collapsed", "full"):
+            out[chi][method] = bn.sample(spec, DATA, method=method, **RUN)
+    return out
+
+
+def _mean_mcse(tree, var):
+    post = tree["posterior"].to_dataset()[[var]]
+    return post[var].mean(("chain", "draw")).values, azs.mcse(post)[var].values
+
+
+@pytest.mark.parametrize("chi", [1.0, float(N)])
+@pytest.mark.parametrize("method", ["collapsed", "full"])
+@pytest.mark.parametrize("var", ["f_train", "f_test", "kernel_target"])
+def test_nuts_matches_gibbs(runs, chi, method, var):
+    """Posterior means of outputs and of y^T K y agree with exact Gibbs: |z| < 4.5 everywhere."""
+    m, se = _mean_mcse(runs[chi][method], var)
+    gm, gse = batch_mean_se(runs[chi]["gibbs"][var])
+    z = (m - gm) / np.sqrt(se**2 + gse**2)
+    print(f"chi={chi} {method} {var}: max|z|={np.abs(z).max():.2f} "
+          f"rel.err={np.linalg.norm(m - gm) / np.linalg.norm(gm):.2e}")
+    assert np.all(np.abs(z) < 4.5)
+
+
+@pytest.mark.parametrize("chi", [1.0, float(N)])
+def test_full_and_collapsed_agree(runs, chi):
+    """The two parameterisations of one posterior agree on every output mean within MCSE."""
+    m1, s1 = _mean_mcse(runs[chi]["collapsed"], "f_train")
+    m2, s2 = _mean_mcse(runs[chi]["full"], "f_train")
+    assert np.all(np.abs(m1 - m2) / np.sqrt(s1**2 + s2**2) < 4.5)
+
+
+@pytest.mark.parametrize("chi", [1.0, float(N)])
+def test_posterior_output_variance(runs, chi):
+    """Total posterior variance from collapsed draws (E[var|V] + Var[E|V]) matches Gibbs's."""
+    post = runs[chi]["collapsed"]["posterior"]
+    var_c = (post["var_train"].mean(("chain", "draw")) + post["f_train"].var(("chain", "draw"))).values
+    g = runs[chi]["gibbs"]
+    var_g = g["var_train"].mean(0) + g["f_train"].var(0)
+    # batch-means SE of the Gibbs total variance, and an ESS-based SE for NUTS
+    _, se_g = batch_mean_se(g["var_train"] + (g["f_train"] - g["f_train"].mean(0)) ** 2)
+    rel = np.abs(var_c - var_g) / var_g
+    assert np.all(np.abs(var_c - var_g) < 5 * se_g + 0.05 * var_g), rel.max()
+
+
+def test_kernel_group_and_stats(runs):
+    tree = runs[1.0]["collapsed"]
+    K = tree["kernel"]["K_train"].values
+    assert K.shape == (12, 12) and np.allclose(K, K.T)
+    y_hat = DATA.y / np.linalg.norm(DATA.y)
+    # the mean kernel's projection equals the mean of the per-draw projections
+    assert y_hat @ K @ y_hat == pytest.approx(
+        float(tree["posterior"]["kernel_target"].mean()), rel=1e-10)
+    np.testing.assert_allclose(K, runs[1.0]["gibbs"]["K_train_mean"], rtol=0.1, atol=0.05)
+    stats = tree["sample_stats"]
+    assert int(stats["diverging"].sum()) == 0
+    assert set(stats.data_vars) >= {"diverging", "tree_depth", "step_size", "energy",
+                                    "acceptance_rate"}
+    assert tree.attrs["method"] == "collapsed" and tree.attrs["chi"] == 1.0
+    assert bn.NetworkSpec.from_attrs(tree.attrs) == bn.NetworkSpec(width=N, kappa=0.5)
+
+
+def test_sweep_reuses_compiled_sampler(runs):
+    """The second chi of a sweep costs no compilation (chi is a traced argument)."""
+    assert runs[float(N)]["collapsed"].attrs["timing_compile_s"] == 0.0
+    a = runs[1.0]["collapsed"]["posterior"]["f_train"].values
+    b = runs[float(N)]["collapsed"]["posterior"]["f_train"].values
+    assert not np.allclose(a, b)
+
+
+def test_reproducible(runs):
+    spec = bn.NetworkSpec(width=N, chi=1.0, kappa=0.5)
+    again = bn.sample(spec, DATA, method="collapsed", **RUN)
+    np.testing.assert_array_equal(again["posterior"]["f_train"].values,
+                                  runs[1.0]["collapsed"]["posterior"]["f_train"].values)
+    other = bn.sample(spec, DATA, method="collapsed", **dict(RUN, seed=1))
+    assert not np.allclose(other["posterior"]["f_train"].values,
+                           again["posterior"]["f_train"].values)
+
+
+def test_sequential_chains_match_vectorized_law(runs):
+    spec = bn.NetworkSpec(width=N, chi=1.0, kappa=0.5)
+    seq = bn.sample(spec, DATA, method="collapsed", chain_method="sequential",
+                    **dict(RUN, chains=2))
+    assert seq["posterior"].sizes["chain"] == 2
+    m1, s1 = _mean_mcse(seq, "f_train")
+    m2, s2 = _mean_mcse(runs[1.0]["collapsed"], "f_train")
+    assert np.all(np.abs(m1 - m2) / np.sqrt(s1**2 + s2**2) < 4.5)
+
+
+def test_save_load_roundtrip(runs, tmp_path):
+    tree = runs[1.0]["collapsed"]
+    path = bn.save(tree, tmp_path / "r.nc")
+    back = bn.load(path)
+    np.testing.assert_array_equal(back["posterior"]["f_train"].values,
+                                  tree["posterior"]["f_train"].values)
+    np.testing.assert_array_equal(back["kernel"]["K_train"].values, tree["kernel"]["K_train"].values)
+    assert back.attrs["spec"] == tree.attrs["spec"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]  # no temporary left behind
+    with pytest.raises(ValueError, match="does not exist"):
+        bn.save(tree, tmp_path / "missing" / "r.nc")
+    with pytest.raises(ValueError, match="no result file"):
+        bn.load(tmp_path / "nope.nc")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"method": "gibbs"}, "method"), ({"chains": 0}, "chains"), ({"draws": 0}, "draws"),
+    ({"warmup": -1}, "warmup"), ({"chain_method": "threads"}, "chain_method"),
+    ({"dtype": "float16"}, "dtype"), ({"target_accept": 1.5}, "target_accept"),
+])
+def test_sample_rejects(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bn.sample(bn.NetworkSpec(width=4), DATA, **kwargs)
+
+
+def test_sample_rejects_wrong_types():
+    with pytest.raises(ValueError, match="spec"):
+        bn.sample({"width": 4}, DATA)
+    with pytest.raises(ValueError, match="data"):
+        bn.sample(bn.NetworkSpec(width=4), (DATA.X, DATA.y))
