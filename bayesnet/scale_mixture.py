@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 TAIL_LOG = -40.0  # grid ends where the density is below e^-40 ~ 4e-18 of its peak
-SCAN_STEP = 0.02  # step (in log s) of the coarse scan locating the global mode
+SCAN_STEP = 0.05  # step (in log s) of the coarse scan locating the global mode
 
 
 def check_linear(spec) -> None:
@@ -112,7 +112,8 @@ def d2log(prob: LinearProblem, x) -> np.ndarray:
 
 def find_mode(prob: LinearProblem) -> float:
     """Global mode x* = log s* of the log-s posterior (scan for sign changes, then Brent)."""
-    # ell' <= N/2 (1 - e^x) + chi |y|^2/(8 kappa): the mode lies below x_hi.
+    # ell' <= N/2 (1 - e^x) + chi |y|^2/(8 kappa): the mode lies below x_hi; a pair of roots
+    # closer than SCAN_STEP (a negligible bump) would be missed.
     x_hi = np.log1p(prob.chi * np.sum(prob.y**2) / (4 * prob.kappa * prob.width)) + 1.0
     xs = np.arange(x_hi - 60.0, x_hi + SCAN_STEP, SCAN_STEP)  # (n,)
     g = dlog(prob, xs)
@@ -241,9 +242,17 @@ def hidden_kernel(prob: LinearProblem, quad: Quadrature) -> dict:
     return {"K_train": 0.5 * (K_tr + K_tr.T), "K_test_train": K_te}
 
 
-def posterior(spec, data, tol: float = 1e-12) -> dict:
-    """Everything exact for one spec: s moments, outputs, hidden kernel, quadrature diagnostics."""
-    prob = prepare(spec, data)
+def with_chi(prob: LinearProblem, chi: float) -> LinearProblem:
+    """The same eigen-representation at another chi (no new eigendecomposition)."""
+    return dataclasses.replace(prob, chi=float(chi))
+
+
+def posterior(spec, data, tol: float = 1e-12, prob: LinearProblem | None = None) -> dict:
+    """Everything exact for one spec: s moments, outputs, hidden kernel, quadrature diagnostics.
+
+    prob: a prepared problem for the same data, g_v, g_w, N, kappa (its chi is replaced).
+    """
+    prob = prepare(spec, data) if prob is None else with_chi(prob, spec.chi)
     quad = quadrature(prob, tol=tol)
     out = {**s_moments(quad), **output_moments(prob, quad), **hidden_kernel(prob, quad)}
     out.update(quad_error=quad.error, converged=quad.converged, n_nodes=int(quad.x.size))

@@ -24,9 +24,9 @@ def _check_chis(chis) -> np.ndarray:
     return c
 
 
-def _one_chi(spec, data, tol: float) -> dict:
+def _one_chi(spec, data, tol: float, prob) -> dict:
     """Exact posterior summaries at one chi (spec.chi), as a dict of numpy values."""
-    post = sm.posterior(spec, data, tol=tol)
+    post = sm.posterior(spec, data, tol=tol, prob=prob)
     y = np.asarray(data.y)
     yhat = y / np.linalg.norm(y)
     K = post["K_train"]
@@ -60,7 +60,8 @@ def predict_exact(spec, data, chis, tol: float = 1e-12) -> xr.Dataset:
     """
     sm.check_linear(spec)
     c = _check_chis(chis)
-    rows = [_one_chi(spec.replace(chi=float(x)), data, tol) for x in c]
+    prob = sm.prepare(spec, data)  # one eigendecomposition for all chi
+    rows = [_one_chi(spec.replace(chi=float(x)), data, tol, prob) for x in c]
     data_vars = {}
     for name in rows[0]:
         arr = np.stack([np.asarray(r[name]) for r in rows])
