@@ -1,0 +1,152 @@
+"""`report.md`: summary table per chi and network, the theory hierarchy against exact, figures."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import xarray as xr
+
+from . import figures
+
+THEORY_ORDER = ("nngp", "rescaling_tree", "tree", "one_loop", "exact")
+
+
+def networks(results: xr.DataTree) -> list[str]:
+    """Network names of a results tree, in config order."""
+    return json.loads(results.attrs["networks"])
+
+
+def _methods(comp: xr.Dataset) -> list[str]:
+    have = [str(m) for m in comp["method"].values]
+    return [m for m in THEORY_ORDER if m in have] + [m for m in have if m not in THEORY_ORDER]
+
+
+def _fmt(x: float, spec: str = ".2e") -> str:
+    return "n/a" if not np.isfinite(x) else format(x, spec)
+
+
+def summary_rows(results: xr.DataTree) -> list[dict]:
+    """One row per (network, chi): verdict, per theory relative error and max |z|, best."""
+    rows = []
+    for name in networks(results):
+        comp = results[name]["comparison"].to_dataset()
+        for j, chi in enumerate(comp["chi"].values):
+            c = comp.isel(chi=j)
+            row = {"network": name, "chi": float(chi), "verdict": str(c["verdict"].item()),
+                   "reasons": str(c["reasons"].item()), "best": str(c["best_method"].item())}
+            for m in _methods(comp):
+                row[m] = (float(c["relerr"].sel({"method": m})),
+                          float(c["max_abs_z"].sel({"method": m})))
+            rows.append(row)
+    return rows
+
+
+def summary_table(results: xr.DataTree) -> str:
+    """Markdown table: network, chi, verdict, per theory `rel.err / max|z|`, best theory."""
+    rows = summary_rows(results)
+    methods = [m for m in THEORY_ORDER if any(m in r for r in rows)]
+    head = ["network", "chi", "diagnostics"] + [f"{m} relerr / max abs z" for m in methods] + [
+        "best"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        verdict = "ok" if r["verdict"] == "ok" else f"**WARN** ({r['reasons']})"
+        cells = [r["network"], f"{r['chi']:.3g}", verdict]
+        for m in methods:
+            cells.append(f"{_fmt(r[m][0])} / {_fmt(r[m][1], '.1f')}" if m in r else "-")
+        cells.append(r["best"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def hierarchy_table(results: xr.DataTree, name: str) -> str:
+    """Linear networks: error of each theory's mean train output measured against exact."""
+    ref = results[name]["reference"].to_dataset()
+    methods = [m for m in THEORY_ORDER if m in ref["method"].values]
+    head = ["chi"] + [f"{m} (train / test)" for m in methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for j, chi in enumerate(ref["chi"].values):
+        r = ref.isel(chi=j)
+        cells = [f"{chi:.3g}"] + [
+            f"{_fmt(float(r['f_train_relerr'].sel({'method': m})))} / "
+            f"{_fmt(float(r['f_test_relerr'].sel({'method': m})))}" for m in methods]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def observable_table(comp: xr.Dataset) -> str:
+    """Scalar observables per chi: sample +- MCSE and each theory's z-score."""
+    keys = ("signed_discrepancy_train", "signed_discrepancy_test", "kernel_target",
+            "kernel_trace")
+    methods = _methods(comp)
+    head = ["chi", "observable", "sample +- MCSE"] + [f"z {m}" for m in methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for j, chi in enumerate(comp["chi"].values):
+        c = comp.isel(chi=j)
+        mark = "" if str(c["verdict"].item()) == "ok" else " (WARN)"
+        for k in keys:
+            cells = [f"{chi:.3g}{mark}", k, f"{float(c[k]):.4g} +- {float(c[k + '_mcse']):.2g}"]
+            cells += [_fmt(float(c[f"{k}_z"].sel({"method": m})), ".1f") for m in methods]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _diagnostics_table(diag: xr.Dataset) -> str:
+    """Per chi: R-hat, ESS, divergences, tree-depth saturation, E-BFMI."""
+    head = ["chi", "verdict", "max R-hat", "min bulk ESS", "min tail ESS", "divergences",
+            "tree depth saturated", "min E-BFMI"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for j, chi in enumerate(diag["chi"].values):
+        d = diag.isel(chi=j)
+        bfmi = d["bfmi"].values
+        cells = [f"{chi:.3g}", str(d["verdict"].item()), f"{float(d['max_rhat']):.3f}",
+                 f"{float(d['min_ess_bulk']):.0f}", f"{float(d['min_ess_tail']):.0f}",
+                 str(int(d["n_divergent"])), f"{float(d['treedepth_saturation']):.1%}",
+                 _fmt(float(np.nanmin(bfmi)) if np.any(np.isfinite(bfmi)) else np.nan, ".2f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _network_section(results: xr.DataTree, name: str, figs: list[pathlib.Path],
+                     out: pathlib.Path) -> list[str]:
+    node = results[name]
+    comp = node["comparison"].to_dataset()
+    a = node.attrs
+    lines = [f"## Network `{name}`: {a.get('activation')} N={a.get('width')}, "
+             f"g_v={a.get('g_v')}, g_w={a.get('g_w')}, kappa={a.get('kappa')}", ""]
+    lines += ["### Diagnostics", "", _diagnostics_table(node["diagnostics"].to_dataset()), ""]
+    lines += ["### Scalar observables (z = (theory - sample)/MCSE)", "", observable_table(comp),
+              ""]
+    if "reference" in node.children:
+        lines += ["### Theory hierarchy against the exact linear-network posterior",
+                  "", "Relative error of the mean output (train / test), no sampling noise:", "",
+                  hierarchy_table(results, name), ""]
+    lines += ["### Figures", ""]
+    lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figs]
+    failed = json.loads(node["theory"].attrs.get("theory_failed", "[]"))
+    if failed:
+        lines += ["", "Theories that failed: " + "; ".join(failed)]
+    return lines + [""]
+
+
+def write_report(results: xr.DataTree, out) -> pathlib.Path:
+    """Write out/report.md and out/figures/*.png; returns the report path."""
+    out = pathlib.Path(out)
+    cfg = json.loads(results.attrs["config"])
+    data = results["data"].attrs
+    lines = ["# bayesnet report", "",
+             f"Data: {data.get('data_name')} (P={data.get('n_train')}, P*={data.get('n_test')}, "
+             f"D={data.get('dim')}); sampler: {json.dumps(cfg['sampler'])}.", "",
+             "Relative error = ||theory - sample|| / ||sample|| of the mean train output; "
+             "max |z| over every observable (mean outputs, discrepancies, variances, kernel "
+             "projections), z = (theory - sample)/MCSE.  Runs whose diagnostics verdict is "
+             "`warn` are marked **WARN** here and drawn hollow in the figures.", "",
+             "## Summary", "", summary_table(results), ""]
+    if "timing_total_s" in results.attrs:
+        lines += [f"Wall time of the run: {float(results.attrs['timing_total_s']):.0f} s.", ""]
+    for name in networks(results):
+        figs = figures.network_figures(results, name, out / "figures")
+        lines += _network_section(results, name, figs, out)
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
