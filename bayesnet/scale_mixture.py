@@ -153,7 +153,7 @@ def _grid(prob, mode, h):
             lr = log_ratio(prob, mode + sign * h * ks, mode)
             below = np.nonzero(lr < TAIL_LOG)[0]
             if below.size:
-                sides.append(ks[: below[0] + 1] * sign)
+                sides.append(np.arange(1, ks[below[0]] + 1) * sign)
                 break
             k, chunk = k + chunk, 2 * chunk
     ks = np.concatenate([sides[0][::-1], [0.0], sides[1]])
@@ -162,13 +162,18 @@ def _grid(prob, mode, h):
 
 
 def _check_stats(prob, x, w):
-    """Moments whose agreement between grid levels measures the quadrature error, (m,)."""
+    """Moments whose agreement between grid levels measures the quadrature error, (m,).
+
+    E s, E s^2/(E s)^2 and E r_k, E r_k^2, E r_k^2/s (scaled to max 1): what the outputs,
+    variances and hidden kernel are made of (E 1/s itself diverges for N <= 2).
+    """
     s = np.exp(x)
     u = prob.g_w * s[:, None]
     r = u * prob.lam / (u * prob.lam + prob.kappa)  # (n, P)
-    Es, Es2, Einv = w @ s, w @ s**2, w @ (1 / s)
-    rel = [Es, Es2 / Es**2, Einv * Es]
-    ab = np.concatenate([w @ r, w @ r**2, (w / s) @ r**2 / Einv])
+    Es, Es2 = w @ s, w @ s**2
+    rel = [Es, Es2 / Es**2]
+    k = (w / s) @ r**2  # (P,) enters the hidden kernel through E[(chi/u) m m^T]
+    ab = np.concatenate([w @ r, w @ r**2, k / max(k.max(), 1e-300)])
     return np.concatenate([rel, ab])
 
 

@@ -221,12 +221,14 @@ def brute_force(spec, d, n=200_000, span=(-25.0, 5.0)):
             "m_te": B @ ((w @ (u / a)) * yt), "var_s_tr": var_s}
 
 
-@pytest.mark.parametrize("width,chi", [(4, 1.0), (16, 4.0), (64, 64.0)])
-def test_quadrature_matches_brute_force(width, chi):
-    """Adaptive grid (tens of nodes) equals a 200k-node trapezoid to 1e-10 relative."""
+@pytest.mark.parametrize("width,chi,span", [(4, 1.0, (-25.0, 5.0)), (16, 4.0, (-25.0, 5.0)),
+                                            (64, 64.0, (-25.0, 5.0)),
+                                            (3, 0.01, (-60.0, 8.0))])  # long left tail
+def test_quadrature_matches_brute_force(width, chi, span):
+    """Adaptive grid (tens to hundreds of nodes) equals a 200k-node trapezoid to 1e-10 relative."""
     d = dataset("ising")
     spec = NetworkSpec(width=width, chi=chi, kappa=KAPPA)
-    bf = brute_force(spec, d)
+    bf = brute_force(spec, d, span=span)
     prob = sm.prepare(spec, d)
     quad = sm.quadrature(prob)
     mom = sm.output_moments(prob, quad)
@@ -286,10 +288,11 @@ def test_draws_match_exact_moments(chi):
     assert abs(dr.s.std() / float(ex.s_std) - 1) < 3 * np.sqrt(1 / (2 * n)) * 2  # heavier tails
 
 
-def test_s_draws_follow_quadrature_cdf():
+@pytest.mark.parametrize("width,chi", [(6, 2.0), (3, 0.01)])  # skewed; long left tail
+def test_s_draws_follow_quadrature_cdf(width, chi):
     """Kolmogorov-Smirnov test of exact s draws against the CDF of the quadrature density."""
     d = dataset("teacher")
-    spec = NetworkSpec(width=6, chi=2.0, kappa=KAPPA)  # small N: skewed s-posterior
+    spec = NetworkSpec(width=width, chi=chi, kappa=KAPPA)
     prob = sm.prepare(spec, d)
     quad = sm.quadrature(prob)
     s = sm.draw_s(prob, quad, 20_000, np.random.default_rng(9))
