@@ -106,22 +106,20 @@ def linear_posterior_kernel(K_train, K_test_train, fluct_train, fluct_test, f_tr
     return train, test
 
 
-def chi_ladder(chis, width: float, max_ratio: float = 2.0, start_ratio: float = 1e-2) -> tuple:
-    """Annealing ladder: sorted chis plus log-spaced steps (ratio <= max_ratio) from a weak tilt.
+def chi_ladder(chis, width: float, max_ratio: float = 2.0, start_ratio: float = 0.05):
+    """Annealing ladder (Algorithm 1): the sorted chis plus log-spaced steps of ratio <= max_ratio,
+    starting at min(chis[0], start_ratio * N) where the NNGP start is accurate (weak tilt).
 
-    The ladder starts at min(chis[0], start_ratio * N), where the NNGP start is accurate;
-    returns (ladder, mask of which ladder entries are requested chis).
+    Returns (ladder (L,), index (len(chis),)) with ladder[index] == chis.
     """
-    chis = np.asarray(chis, float)
+    chis = np.sort(np.asarray(chis, float))
     ladder = [min(chis[0], start_ratio * width)]
     for target in chis:
         prev = ladder[-1]
-        n = int(np.ceil(np.log(target / prev) / np.log(max_ratio) - 1e-9)) if target > prev else 0
-        ladder.extend(prev * (target / prev) ** (np.arange(1, n + 1) / n))
-        if n == 0 and target != prev:
-            ladder.append(target)
+        if target > prev:
+            n = max(1, int(np.ceil(np.log(target / prev) / np.log(max_ratio) - 1e-9)))
+            steps = prev * (target / prev) ** (np.arange(1, n + 1) / n)
+            steps[-1] = target
+            ladder.extend(steps.tolist())
     ladder = np.asarray(ladder)
-    keep = np.zeros(len(ladder), bool)
-    for target in chis:
-        keep[np.argmin(np.abs(ladder - target))] = True
-    return ladder, keep
+    return ladder, np.searchsorted(ladder, chis)

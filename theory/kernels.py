@@ -47,6 +47,7 @@ def _relu_kernel(k12, k11, k22):
     return jnp.where(norm > 0, val, 0.0)
 
 
+@functools.partial(jax.jit, static_argnames=("activation",))
 def _closed_form(activation, k12, k11, k22):
     """Closed-form K^phi from the input-kernel entries for linear / erf / relu."""
     if activation == "linear":
@@ -62,10 +63,11 @@ def radial_rule(n: int = 28):
 
     Jacobi matrix by Lanczos on a fine discretisation of the weight (discretised Stieltjes).
     """
-    x, w = np.polynomial.legendre.leggauss(4000)
-    R = 16.0
-    r = 0.5 * R * (x + 1.0)  # (4000,)
-    wr = 0.5 * R * w * r * np.exp(-0.5 * r * r)  # (4000,)
+    x, w = np.polynomial.legendre.leggauss(50)
+    edges = np.linspace(0.0, 16.0, 81)  # composite Gauss-Legendre, 80 panels x 50 nodes
+    h = 0.5 * np.diff(edges)[:, None]  # (80, 1)
+    r = (edges[:-1, None] + h * (x[None, :] + 1.0)).ravel()  # (4000,)
+    wr = (h * w[None, :]).ravel() * r * np.exp(-0.5 * r * r)  # (4000,)
     q = np.sqrt(wr) / np.sqrt(wr.sum())
     Q = [q]
     alpha, beta = np.zeros(n), np.zeros(n - 1)
@@ -103,13 +105,26 @@ def _pair_quadrature(phi, k12, k11, k22, n_r, n_theta):
     return jnp.sum(wr[:, None, None] * wt[None] * phi(h1) * phi(h2))
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "n_r", "n_theta"))
-def quadrature_kernel(activation: str, k12, k11, k22, n_r: int = 32, n_theta: int = 32):
-    """K^phi by 2-D quadrature from input-kernel entries k12 (P1, P2), k11 (P1,), k22 (P2,)."""
+@functools.partial(jax.jit, static_argnames=("activation", "n_r", "n_theta", "chunk"))
+def quadrature_pairs(activation: str, k12, k11, k22, n_r: int = 32, n_theta: int = 32,
+                     chunk: int = 256):
+    """E[phi(h1) phi(h2)] for flat arrays of pairs (n,) with Var h1 = k11, Var h2 = k22,
+    Cov = k12; evaluated in chunks of `chunk` pairs to bound memory."""
     phi = ACTIVATIONS[activation]
-    pair = functools.partial(_pair_quadrature, phi, n_r=n_r, n_theta=n_theta)
-    row = jax.vmap(pair, in_axes=(0, None, 0))  # over columns
-    return jax.lax.map(lambda a: row(a[0], a[1], k22), (k12, k11))  # (P1, P2)
+    pair = jax.vmap(functools.partial(_pair_quadrature, phi, n_r=n_r, n_theta=n_theta))
+    n = k12.shape[0]
+    pad = (-n) % chunk
+    stack = jnp.stack([jnp.pad(a, (0, pad), constant_values=1.0) for a in (k12, k11, k22)])
+    out = jax.lax.map(lambda a: pair(a[0], a[1], a[2]), stack.reshape(3, -1, chunk).swapaxes(0, 1))
+    return out.reshape(-1)[:n]
+
+
+def quadrature_kernel(activation: str, k12, k11, k22, **kw):
+    """K^phi by 2-D quadrature from input-kernel entries k12 (P1, P2), k11 (P1,), k22 (P2,)."""
+    P1, P2 = k12.shape
+    a = jnp.broadcast_to(jnp.asarray(k11)[:, None], (P1, P2)).reshape(-1)
+    b = jnp.broadcast_to(jnp.asarray(k22)[None, :], (P1, P2)).reshape(-1)
+    return quadrature_pairs(activation, jnp.asarray(k12).reshape(-1), a, b, **kw).reshape(P1, P2)
 
 
 def _check(activation: str) -> str:
@@ -142,8 +157,7 @@ def kernel_diag_from_input(activation: str, k11):
     k11 = jnp.asarray(k11, jnp.float64)
     if activation in CLOSED_FORMS:
         return _closed_form(activation, k11, k11, k11)
-    return jax.vmap(lambda a: quadrature_kernel(activation, a[None, None], a[None], a[None])[0, 0]
-                    )(k11)
+    return quadrature_pairs(activation, k11, k11, k11)
 
 
 def kernel_diag(activation: str, X, g_v: float):

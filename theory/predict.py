@@ -181,4 +181,8 @@ def predict(spec, data, chis=None, method: str = "one_loop", **options) -> xr.Da
         from . import tilted
         rows = tilted.anneal(spec, data, chis, kern, one_loop=method == "one_loop",
                              odd=spec.activation in ODD, **options)
+        ds = _assemble(rows, chis, spec, data, method)
+        ds.attrs["ess"] = np.array([r["ess"] for r in rows])  # importance-sampling ESS per chi
+        ds.attrs["population_refreshes"] = np.array([r["refreshes"] for r in rows])
+        return ds
     return _assemble(rows, chis, spec, data, method)
