@@ -22,6 +22,7 @@ SCALAR_OBSERVABLES = ("signed_discrepancy_train", "signed_discrepancy_test", "ke
 OBSERVABLES = POINT_OBSERVABLES + SCALAR_OBSERVABLES
 APPROXIMATE = ("nngp", "rescaling_tree", "tree", "one_loop")
 CHI_RTOL = 1e-6
+Z_FLAG = 4.0  # a theory is flagged where some observable is off by more than 4 MCSE
 
 
 def _posterior_variance(ds: xr.Dataset, side: str, method: str):
@@ -140,6 +141,7 @@ def compare(posterior, prediction, diagnosis: xr.Dataset | None = None) -> xr.Da
         out[f"{key}_relerr"] = _point_norm(theo - sample) / _point_norm(sample)
     zs = xr.concat([out[f"{k}_maxabsz"] for k in OBSERVABLES], dim="observable")
     out["max_abs_z"] = zs.max("observable", skipna=True)
+    out["flagged"] = (out["max_abs_z"] > Z_FLAG).astype(np.int8)
     out["relerr"] = out["f_train_relerr"]
     out = _mark_verdicts(out, diagnosis)
     out["best_method"] = best_method(out)
@@ -175,6 +177,7 @@ def _attrs(est: xr.Dataset, th: xr.Dataset) -> dict:
     keep.pop("method", None)
     keep["methods"] = json.dumps([str(m) for m in th["method"].values])
     keep["z_definition"] = "(theory - sample) / MCSE"
+    keep["flagged_definition"] = f"max |z| over observables > {Z_FLAG}"
     keep["relerr_definition"] = "||theory - sample|| / ||sample|| over points"
     return keep
 
