@@ -135,7 +135,7 @@ def test_against_exact_orders_the_theories(linear_sweep):
 
 def test_non_converged_run_is_flagged(linear_sweep):
     data, spec, _, preds = linear_sweep
-    bad = bayesnet.sample(spec.replace(chi=16.0), data, chains=4, warmup=5, draws=40, seed=1,
+    bad = bayesnet.sample(spec.replace(chi=CHIS[-1]), data, chains=4, warmup=5, draws=40, seed=1,
                           progress=False)
     diag = diagnostics.diagnose(bad)
     assert diag["verdict"].item() == "warn"
