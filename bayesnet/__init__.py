@@ -14,5 +14,6 @@ __version__ = "0.1.0"
 
 from .io import load, save  # noqa: E402
 from .sampling import sample  # noqa: E402
+from .scale_mixture import draw_outputs  # noqa: E402
 
-__all__ += ["load", "save", "sample"]
+__all__ += ["load", "save", "sample", "draw_outputs"]
