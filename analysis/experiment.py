@@ -138,9 +138,12 @@ def validate(config: dict) -> None:
             if req not in net:
                 raise ConfigError(f"config: 'network[{i}].{req}' is missing")
     quick = config.get("quick", {})
-    _check_table(quick, {"sampler": dict, "chi": dict}, "quick")
+    _check_table(quick, {"sampler": dict, "chi": dict, "data": dict, "network": dict}, "quick")
     _check_table(quick.get("sampler", {}), SAMPLER_KEYS, "quick.sampler")
     _check_table(quick.get("chi", {}), CHI_KEYS, "quick.chi")
+    _check_table(quick.get("data", {}), _data_schema(config["data"]), "quick.data")
+    net_keys = {k: v for k, v in NETWORK_KEYS.items() if k != "name"}
+    _check_table(quick.get("network", {}), net_keys, "quick.network")
 
 
 def load_config(path=None, quick: bool = False) -> dict:
@@ -163,9 +166,16 @@ def load_config(path=None, quick: bool = False) -> dict:
         if "file" in config["data"]:
             config["data"]["file"] = str((path.parent / config["data"]["file"]).resolve())
     validate(config)
-    if quick:
-        config = _merge(config, {k: v for k, v in config.get("quick", {}).items()})
-    return config
+    return apply_quick(config) if quick else config
+
+
+def apply_quick(config: dict) -> dict:
+    """The [quick] overrides: sampler, chi, data tables; [quick.network] applies to every net."""
+    quick = config.get("quick", {})
+    out = _merge(config, {k: v for k, v in quick.items() if k != "network"})
+    out["network"] = [{**net, **quick.get("network", {})} for net in out["network"]]
+    out.pop("quick", None)
+    return out
 
 
 # ------------------------------------------------------------------ building

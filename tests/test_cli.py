@@ -1,0 +1,162 @@
+"""The `bayesnet` command line: the quick main job end to end, single steps, bad input."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BAYESNET = [sys.executable, "-c", "import sys; from analysis.cli import main; sys.exit(main())"]
+
+
+def bayesnet(*args, cwd=None, timeout=600):
+    """Run the CLI in a subprocess; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(BAYESNET + [str(a) for a in args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=timeout)
+
+
+def assert_bad_input(proc, *words):
+    """Exit status 2, exactly one line on stderr naming the problem, no traceback."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+TINY = """
+[data]
+n_train = 10
+n_test = 6
+dim = 6
+[sampler]
+warmup = 60
+draws = 60
+chains = 2
+[chi]
+num = 2
+[theory]
+methods = ["nngp", "one_loop", "exact"]
+[[network]]
+name = "lin"
+width = 4
+activation = "linear"
+kappa = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick") / "run"
+    proc = bayesnet("run", "--quick", "--out", out, "--no-progress")
+    return out, proc
+
+
+def test_run_quick_end_to_end(quick_run):
+    out, proc = quick_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    with xr.open_datatree(out / "results.nc") as tree:
+        names = set(tree.children)
+        assert {"data", "linear", "erf"} <= names
+        comp = tree["linear/comparison"].to_dataset()
+        assert {"chi", "method"} <= set(comp.dims)
+        assert "exact" in comp["method"].values
+        assert set(tree["linear"].children) >= {"samples", "diagnostics", "theory",
+                                                  "comparison", "reference"}
+    report = (out / "report.md").read_text()
+    assert "| network | chi |" in report and "exact" in report
+    figs = sorted((out / "figures").glob("*.png"))
+    assert len(figs) == 8 and all(f.stat().st_size > 1000 for f in figs)
+    assert len(list((out / "samples").glob("*.nc"))) == 6
+    assert "| linear |" in proc.stdout  # the summary table is printed
+
+
+def test_single_steps_reproduce_run(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "steps"
+    steps = [("sample", "--config", cfg, "--no-progress"), ("theory", "--config", cfg),
+             ("compare",), ("report",)]
+    for step in steps:
+        proc = bayesnet(*step, "--out", out)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "report.md").stat().st_size > 0
+    with xr.open_datatree(out / "results.nc") as tree:
+        assert tree["lin/comparison"].sizes["chi"] == 2
+
+
+def _npz(path, **over):
+    rng = np.random.default_rng(0)
+    arrays = {"X": rng.standard_normal((8, 4)), "y": np.sign(rng.standard_normal(8)),
+              "X_test": rng.standard_normal((5, 4)), "y_test": np.ones(5)}
+    arrays.update(over)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[sampler]\nwarmupp = 3\n", ["unknown key", "sampler.warmupp"]),
+    ("[sampler]\nchains = \"four\"\n", ["sampler.chains", "int"]),
+    ("[[network]]\nname = \"a\"\nwidth = -3\n", ["width"]),
+    ("[colour]\nx = 1\n", ["unknown section", "colour"]),
+    ("[chi]\nnum = 1.5\n", ["chi.num"]),
+    ("[data\nname = 1\n", ["not valid TOML"]),
+])
+def test_bad_config_exits_2(tmp_path, text, words):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    assert_bad_input(bayesnet("run", "--config", cfg, "--out", tmp_path / "o"), *words)
+
+
+@pytest.mark.parametrize("arrays, words", [
+    ({"X": np.array([[np.nan, 1, 2, 3]] * 8)}, ["NaN"]),
+    ({"y": np.ones(7)}, ["y must have length"]),
+    ({"X_test": np.ones((5, 3))}, ["X_test"]),
+])
+def test_bad_data_file_exits_2(tmp_path, arrays, words):
+    data = _npz(tmp_path / "data.npz", **arrays)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f"[data]\nname = \"file\"\nfile = \"{data.name}\"\n")
+    assert_bad_input(bayesnet("run", "--config", cfg, "--out", tmp_path / "o"), "data.npz",
+                     *words)
+
+
+def test_unwritable_output_and_missing_files_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert_bad_input(bayesnet("run", "--out", blocker / "sub"), "not writable")
+    assert_bad_input(bayesnet("run", "--config", tmp_path / "none.toml"), "not found")
+    assert_bad_input(bayesnet("compare", "--out", tmp_path / "empty"), "config.json")
+    assert_bad_input(bayesnet("report", "--out", tmp_path / "empty"), "results")
+    assert_bad_input(bayesnet("frobnicate"), "invalid choice")
+
+
+def test_interrupt_keeps_finished_results(tmp_path, monkeypatch, capsys):
+    from analysis import cli, experiment
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    calls = []
+
+    def fake_sample(spec, data, **kw):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(spec.chi)
+        return real_sample(spec, data, **kw)
+
+    import bayesnet as bn
+    real_sample = bn.sample
+    monkeypatch.setattr(experiment.bayesnet, "sample", fake_sample)
+    code = cli.main(["run", "--config", str(cfg), "--out", str(tmp_path / "o"),
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "1 finished chi results are saved in" in err and str(tmp_path / "o") in err
+    saved = list((tmp_path / "o" / "samples").glob("*.nc"))
+    assert len(saved) == 1 and bn.load(saved[0]).attrs["chi"] == 1.0
