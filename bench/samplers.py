@@ -362,6 +362,7 @@ def main(argv=None):
     p.add_argument("--activations", default=None, help="default linear,erf (quick: linear)")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--draws", type=int, default=None)
+    p.add_argument("--overhead-chains", default=None, help="comma-separated (default 4 / 4,64)")
     args = p.parse_args(argv)
     q = args.quick
     args.activations = (args.activations or ("linear" if q else "linear,erf")).split(",")
@@ -372,7 +373,8 @@ def main(argv=None):
     args.warmup = args.warmup or (100 if q else 500)
     args.draws = args.draws or (100 if q else 1000)
     args.exact_draws = 250 if q else 2500
-    args.overhead_chains = [4] if q else [4, 64]
+    args.overhead_chains = [int(c) for c in (args.overhead_chains or ("4" if q else "4,64")
+                                             ).split(",")]
     args.memory_depth = 4
     sections = args.sections.split(",")
     if q:
@@ -396,5 +398,45 @@ def main(argv=None):
             json.dump(res, f, indent=1, default=float)
 
 
+
+
+def markdown(path):
+    """Markdown tables from a results JSON written by --out (for BENCHMARKS.md)."""
+    r = json.load(open(path))
+    lines = [f"Machine: {r['machine']}", "", f"Command: `{r['command']}`", ""]
+    if "comparison" in r:
+        lines += ["| activation | N | χ | method | compile s | sample s | grads | ESS f̄ | ESS ŷKŷ |"
+                  " ESS/s | × baseline |", "|" + "---|" * 11]
+        for x in r["comparison"]:
+            lines.append(f"| {x['activation']} | {x['width']} | {x['chi']} | {x['method']} | "
+                         f"{x['compile_s']:.1f} | {x['sample_s']:.2f} | {x['grads']} | "
+                         f"{x['ess_f']:.0f} | {x['ess_k']:.0f} | {x['ess_per_s']:.1f} | "
+                         f"{x['ratio']:.1f} |")
+        lines.append("")
+    if "exact_scaling" in r:
+        lines += ["| N | χ | sample s | ESS f̄ | ESS ŷKŷ | ms per ESS |", "|" + "---|" * 6]
+        for x in r["exact_scaling"]:
+            lines.append(f"| {x['width']} | {x['chi']} | {x['sample_s']:.3f} | {x['ess_f']:.0f} |"
+                         f" {x['ess_k']:.0f} | {x['ms_per_ess']:.3f} |")
+        lines.append("")
+    if "overhead" in r:
+        lines += ["| activation | N | method | chains | NUTS µs/grad | raw µs/grad | ratio |"
+                  " lock-step eff. | ratio per executed grad |", "|" + "---|" * 9]
+        for x in r["overhead"]:
+            lines.append(f"| {x['activation']} | {x['width']} | {x['method']} | {x['chains']} | "
+                         f"{x['nuts_us_per_grad']:.1f} | {x['raw_us_per_grad']:.1f} | "
+                         f"{x['ratio']:.2f} | {x['lockstep_efficiency']:.2f} | "
+                         f"{x['ratio_per_lockstep_grad']:.2f} |")
+        lines.append("")
+    if "memory" in r:
+        lines += ["| method | peak RSS MB | wall s |", "|---|---|---|"]
+        for x in r["memory"]:
+            lines.append(f"| {x['method']} | {x['peak_rss_mb']:.0f} | {x['wall_s']:.0f} |")
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--markdown":
+        markdown(sys.argv[2])
+    else:
+        main()
