@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors."""
 
     def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(message)
 
 
 def _parser() -> argparse.ArgumentParser:

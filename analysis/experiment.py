@@ -160,7 +160,8 @@ def load_config(path=None, quick: bool = False) -> dict:
         if "network" in user:
             config.pop("network")
         if "data" in user and user["data"].get("name", "ising") != config["data"]["name"]:
-            config.pop("data")
+            config.pop("data")  # another data set: the default's parameters do not apply
+            config.get("quick", {}).pop("data", None)
         config = _merge(config, user)
         config.setdefault("data", {"name": "ising"})
         if "file" in config["data"]:

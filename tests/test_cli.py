@@ -29,6 +29,14 @@ def assert_bad_input(proc, *words):
         assert w in lines[0], lines[0]
 
 
+def main_in_process(capsys, *args):
+    """Run analysis.cli.main in this process (fast); returns (exit code, stderr)."""
+    from analysis import cli
+
+    code = cli.main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, "", capsys.readouterr().err)
+
+
 TINY = """
 [data]
 n_train = 10
@@ -77,14 +85,14 @@ def test_run_quick_end_to_end(quick_run):
     assert "| linear |" in proc.stdout  # the summary table is printed
 
 
-def test_single_steps_reproduce_run(tmp_path):
+def test_single_steps_reproduce_run(tmp_path, capsys):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY)
     out = tmp_path / "steps"
     steps = [("sample", "--config", cfg, "--no-progress"), ("theory", "--config", cfg),
              ("compare",), ("report",)]
-    for step in steps:
-        proc = bayesnet(*step, "--out", out)
+    for step in steps:  # in process: the sampler compiled by another test is reused
+        proc = main_in_process(capsys, *step, "--out", out)
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "report.md").stat().st_size > 0
     with xr.open_datatree(out / "results.nc") as tree:
@@ -108,10 +116,11 @@ def _npz(path, **over):
     ("[chi]\nnum = 1.5\n", ["chi.num"]),
     ("[data\nname = 1\n", ["not valid TOML"]),
 ])
-def test_bad_config_exits_2(tmp_path, text, words):
+def test_bad_config_exits_2(tmp_path, capsys, text, words):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
-    assert_bad_input(bayesnet("run", "--config", cfg, "--out", tmp_path / "o"), *words)
+    assert_bad_input(main_in_process(capsys, "run", "--config", cfg, "--out", tmp_path / "o"),
+                     *words)
 
 
 @pytest.mark.parametrize("arrays, words", [
@@ -119,22 +128,33 @@ def test_bad_config_exits_2(tmp_path, text, words):
     ({"y": np.ones(7)}, ["y must have length"]),
     ({"X_test": np.ones((5, 3))}, ["X_test"]),
 ])
-def test_bad_data_file_exits_2(tmp_path, arrays, words):
+def test_bad_data_file_exits_2(tmp_path, capsys, arrays, words):
     data = _npz(tmp_path / "data.npz", **arrays)
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(f"[data]\nname = \"file\"\nfile = \"{data.name}\"\n")
-    assert_bad_input(bayesnet("run", "--config", cfg, "--out", tmp_path / "o"), "data.npz",
-                     *words)
+    assert_bad_input(main_in_process(capsys, "run", "--config", cfg, "--out", tmp_path / "o"),
+                     "data.npz", *words)
 
 
-def test_unwritable_output_and_missing_files_exit_2(tmp_path):
+def test_bad_input_in_a_real_process_exits_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert_bad_input(bayesnet("run", "--out", blocker / "sub"), "not writable")
-    assert_bad_input(bayesnet("run", "--config", tmp_path / "none.toml"), "not found")
-    assert_bad_input(bayesnet("compare", "--out", tmp_path / "empty"), "config.json")
-    assert_bad_input(bayesnet("report", "--out", tmp_path / "empty"), "results")
-    assert_bad_input(bayesnet("frobnicate"), "invalid choice")
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[sampler]\nwarmupp = 3\n")
+    assert_bad_input(bayesnet("run", "--config", cfg, "--out", tmp_path / "o"), "warmupp")
+
+
+def test_unwritable_output_and_missing_files_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    run = lambda *a: main_in_process(capsys, *a)  # noqa: E731
+    assert_bad_input(run("run", "--out", blocker / "sub"), "not writable")
+    assert_bad_input(run("run", "--config", tmp_path / "none.toml"), "not found")
+    assert_bad_input(run("compare", "--out", tmp_path / "empty"), "config.json")
+    assert_bad_input(run("report", "--out", tmp_path / "empty"), "results")
+    assert_bad_input(run("frobnicate"), "invalid choice")
+    assert_bad_input(run("run", "--chains", "3"), "unrecognized arguments")
 
 
 def test_interrupt_keeps_finished_results(tmp_path, monkeypatch, capsys):
