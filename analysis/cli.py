@@ -184,9 +184,13 @@ def cmd_run(args) -> None:
     _log(f"bayesnet run: {len(exp.networks)} networks x {len(next(iter(exp.chis.values())))} "
          f"chi values, output in {out} (XLA cache {cache})")
     ex.sample_sweep(exp, out, progress=not args.no_progress)
-    cmd_theory(args, exp, out)
-    cmd_compare(args, exp, out, t_start=t0)
-    cmd_report(args, out)
+    try:
+        cmd_theory(args, exp, out)
+        cmd_compare(args, exp, out, t_start=t0)
+        cmd_report(args, out)
+    except KeyboardInterrupt:
+        n = sum(len(ex.sample_files(out, name)) for name in exp.networks)
+        raise ex.Interrupted(out / "samples", n) from None
     _log(f"finished in {time.perf_counter() - t0:.1f}s")
 
 
