@@ -104,29 +104,37 @@ def compiled_for(cfg: RunConfig, z0, data, theta) -> Compiled:
 def run(cfg: RunConfig, keys, z0, data, theta, draws: int, progress=None):
     """Warm up and sample all chains in lock-step.
 
-    Returns (per-draw dict of arrays (C, draws, ...), kernel sums (K_train, K_test_train) summed
-    over draws and chains, final states, timing dict).  `progress(n_steps, phase)` is called
+    Returns (per-draw dict of arrays (C, draws, ...), kernel sums (K_train, K_test_train, count)
+    summed over draws and chains, final states, timing dict).  An interrupt during sampling
+    returns the draws finished so far (timing["interrupted"] is then True).  `progress(n_steps, phase)` is called
     after every chunk.
     """
     comp = compiled_for(cfg, z0, data, theta)
     t0 = time.perf_counter()
     states = comp.init(keys, z0, data, theta)
-    per_draw, ksum, ktsum = [], 0.0, 0.0
-    for phase, total in (("warmup", cfg.warmup), ("sampling", draws)):
-        done = 0
-        while done < total:
-            n = min(cfg.chunk, total - done)
-            states, (ks, kts), out = comp.chunk(states, data, theta, jnp.int32(n),
-                                                jnp.bool_(phase == "sampling"))
-            if phase == "sampling":
-                per_draw.append(jax.tree.map(lambda a: np.asarray(a[:, :n]), out))
-                ksum = ksum + np.asarray(ks).sum(0)
-                ktsum = ktsum + np.asarray(kts).sum(0)
-            done += n
-            if progress is not None:
-                progress(n, phase)
+    per_draw, ksum, ktsum, interrupted = [], 0.0, 0.0, False
+    try:
+        for phase, total in (("warmup", cfg.warmup), ("sampling", draws)):
+            done = 0
+            while done < total:
+                n = min(cfg.chunk, total - done)
+                states, (ks, kts), out = comp.chunk(states, data, theta, jnp.int32(n),
+                                                    jnp.bool_(phase == "sampling"))
+                if phase == "sampling":
+                    per_draw.append(jax.tree.map(lambda a: np.asarray(a[:, :n]), out))
+                    ksum = ksum + np.asarray(ks).sum(0)
+                    ktsum = ktsum + np.asarray(kts).sum(0)
+                done += n
+                if progress is not None:
+                    progress(n, phase)
+    except KeyboardInterrupt:
+        # Keep every finished chunk of draws; an interrupt during warmup has nothing to keep.
+        if not per_draw:
+            raise
+        interrupted = True
     jax.block_until_ready(states)
     sample_s = time.perf_counter() - t0
     draws_out = {k: np.concatenate([c[k] for c in per_draw], axis=1) for k in per_draw[0]}
-    timing = {"compile_s": comp.compile_s, "sample_s": sample_s}
-    return draws_out, (ksum, ktsum), states, timing
+    timing = {"compile_s": comp.compile_s, "sample_s": sample_s, "interrupted": interrupted}
+    count = draws_out["f_train"].shape[0] * draws_out["f_train"].shape[1]
+    return draws_out, (ksum, ktsum, count), states, timing

@@ -124,9 +124,14 @@ def sample(spec: NetworkSpec, data: Dataset, method: str = "collapsed", chains: 
     finally:
         if bar is not None:
             bar.close()
+    interrupted = bool(timing.pop("interrupted", False))
+    if interrupted:
+        warnings.warn(f"sampling interrupted: returning the {draws_out['f_train'].shape[1]} "
+                      f"draws per chain finished before the interrupt", stacklevel=2)
     return to_datatree(draws_out, ksums, spec, data, method=method, seed=seed, chains=chains,
-                       warmup=warmup, draws=draws, chain_method=chain_method, dtype=dtype,
-                       timing=timing)
+                       warmup=warmup, draws=int(draws_out["f_train"].shape[1]),
+                       chain_method=chain_method, dtype=dtype, target_accept=float(target_accept),
+                       max_tree_depth=max_tree_depth, interrupted=interrupted, timing=timing)
 
 
 class _bind_stats:
@@ -158,15 +163,27 @@ def _run_chains(cfg, chain_method, keys, z0, d_arr, theta, draws, update):
     if chain_method == "parallel":
         return _run_parallel(cfg, keys, z0, d_arr, theta, draws, update)
     one = cfg._replace(chains=1)
-    parts, ksum, ktsum, timing = [], 0.0, 0.0, {"compile_s": 0.0, "sample_s": 0.0}
+    parts, ksum, ktsum, count = [], 0.0, 0.0, 0
+    timing = {"compile_s": 0.0, "sample_s": 0.0}
     for c in range(cfg.chains):
         zc = jax.tree.map(lambda a: a[c:c + 1], z0)
-        out, (k, kt), _, t = engine.run(one, keys[c:c + 1], zc, d_arr, theta, draws, update)
+        try:
+            out, (k, kt, n), _, t = engine.run(one, keys[c:c + 1], zc, d_arr, theta, draws,
+                                               update)
+        except KeyboardInterrupt:
+            if not parts:
+                raise
+            timing["interrupted"] = True
+            break
         parts.append(out)
-        ksum, ktsum = ksum + k, ktsum + kt
-        timing = {k2: timing[k2] + t[k2] for k2 in timing}
-    out = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
-    return out, (ksum, ktsum), timing
+        ksum, ktsum, count = ksum + k, ktsum + kt, count + n
+        timing.update({k2: timing[k2] + t[k2] for k2 in ("compile_s", "sample_s")})
+        if t.get("interrupted"):
+            timing["interrupted"] = True
+            break
+    n = min(p["f_train"].shape[1] for p in parts)  # chains must have equal draws
+    out = {k: np.concatenate([p[k][:, :n] for p in parts], axis=0) for k in parts[0]}
+    return out, (ksum, ktsum, count), timing
 
 
 def _run_parallel(cfg, keys, z0, d_arr, theta, draws, update):
@@ -190,9 +207,10 @@ def _run_parallel(cfg, keys, z0, d_arr, theta, draws, update):
     out = {k: np.concatenate([r[0][k] for r in results], axis=0) for k in results[0][0]}
     ksum = sum(r[1][0] for r in results)
     ktsum = sum(r[1][1] for r in results)
+    count = sum(r[1][2] for r in results)
     timing = {"compile_s": max(r[3]["compile_s"] for r in results),
               "sample_s": max(r[3]["sample_s"] for r in results)}
-    return out, (ksum, ktsum), timing
+    return out, (ksum, ktsum, count), timing
 
 
 POSTERIOR_VARS = {
@@ -231,7 +249,7 @@ def to_datatree(draws_out, ksums, spec, data, **run) -> xr.DataTree:
     stats = xr.Dataset(
         {k: (("chain", "draw"), draws_out[k]) for k in STATS_VARS if k in draws_out},
         coords={"chain": coords["chain"], "draw": coords["draw"]})
-    n = C * S
+    n = ksums[2] if len(ksums) > 2 else C * S  # draws summed into the kernel
     kern = xr.Dataset(
         {"K_train": (("train", "train_"), np.asarray(ksums[0]) / n),
          "K_test_train": (("test", "train_"), np.asarray(ksums[1]) / n)},

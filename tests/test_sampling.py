@@ -144,3 +144,29 @@ def test_sample_rejects_wrong_types():
         bn.sample({"width": 4}, DATA)
     with pytest.raises(ValueError, match="data"):
         bn.sample(bn.NetworkSpec(width=4), (DATA.X, DATA.y))
+
+
+def test_interrupt_keeps_finished_draws(runs, monkeypatch):
+    """Ctrl-C during sampling returns the finished chunks of draws, labelled as interrupted."""
+    import bayesnet.sampling as sampling
+
+    calls = []
+
+    def fake_bar(enabled, total, desc):
+        def update(n, phase):
+            calls.append(phase)
+            if calls.count("sampling") == 2:
+                raise KeyboardInterrupt
+        return None, update
+
+    monkeypatch.setattr(sampling, "_progress_bar", fake_bar)
+    spec = bn.NetworkSpec(width=N, chi=1.0, kappa=0.5)
+    with pytest.warns(UserWarning, match="interrupted"):
+        tree = bn.sample(spec, DATA, method="collapsed", **dict(RUN, progress=True))
+    full = runs[1.0]["collapsed"]["posterior"]["f_train"].values
+    part = tree["posterior"]["f_train"].values
+    assert tree.attrs["interrupted"] == 1 and part.shape[1] == tree.attrs["draws"] < 1000
+    np.testing.assert_array_equal(part, full[:, :part.shape[1]])  # same chain, cut short
+    yh = DATA.y / np.linalg.norm(DATA.y)
+    assert yh @ tree["kernel"]["K_train"].values @ yh == pytest.approx(
+        float(tree["posterior"]["kernel_target"].mean()), rel=1e-10)
