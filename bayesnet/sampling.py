@@ -1,6 +1,7 @@
 """`sample`: NUTS on a network posterior, returned as an ArviZ-compatible xarray DataTree."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -44,6 +45,11 @@ def data_arrays(data: Dataset, dtype="float64") -> dict:
 def theta_arrays(spec: NetworkSpec, dtype="float64") -> dict:
     """The traced scaling parameters g_v, g_w, chi, kappa."""
     return {k: jnp.asarray(getattr(spec, k), dtype=dtype) for k in ("g_v", "g_w", "chi", "kappa")}
+
+
+def _precision(dtype):
+    """float32 runs trace with JAX's x64 mode off: under x64 NumPyro promotes its state to float64."""
+    return contextlib.nullcontext() if dtype == "float64" else jax.enable_x64(False)
 
 
 def versions() -> dict:
@@ -109,18 +115,19 @@ def sample(spec: NetworkSpec, data: Dataset, method: str = "collapsed", chains: 
     stats = _bind_stats(stats_fn, N, spec.activation)
     cfg = engine.RunConfig(model_fn(N, spec.activation), stats, chains, warmup, chunk,
                            float(target_accept), max_tree_depth)
-    d_arr, theta = data_arrays(data, dtype), theta_arrays(spec, dtype)
-    key_init, key_chain = jax.random.split(jax.random.PRNGKey(seed))
-    z0 = {"z_V": jax.random.normal(key_init, (chains, N, D), dtype)}
-    if method == "full":
-        z0["z_w"] = jax.random.normal(jax.random.fold_in(key_init, 1), (chains, N), dtype)
-    keys = jax.random.split(key_chain, chains)
     label = desc or f"{method} N={N} {spec.activation} chi={spec.chi:.4g}"
-    bar, update = _progress_bar(progress, chains * 0 + (warmup + draws) * (
+    bar, update = _progress_bar(progress, (warmup + draws) * (
         1 if chain_method == "vectorized" else chains), label)
     try:
-        draws_out, ksums, timing = _run_chains(cfg, chain_method, keys, z0, d_arr, theta,
-                                               draws, update)
+        with _precision(dtype):
+            d_arr, theta = data_arrays(data, dtype), theta_arrays(spec, dtype)
+            key_init, key_chain = jax.random.split(jax.random.PRNGKey(seed))
+            z0 = {"z_V": jax.random.normal(key_init, (chains, N, D), dtype)}
+            if method == "full":
+                z0["z_w"] = jax.random.normal(jax.random.fold_in(key_init, 1), (chains, N), dtype)
+            keys = jax.random.split(key_chain, chains)
+            draws_out, ksums, timing = _run_chains(cfg, chain_method, keys, z0, d_arr, theta,
+                                                   draws, update)
     finally:
         if bar is not None:
             bar.close()

@@ -170,3 +170,15 @@ def test_interrupt_keeps_finished_draws(runs, monkeypatch):
     yh = DATA.y / np.linalg.norm(DATA.y)
     assert yh @ tree["kernel"]["K_train"].values @ yh == pytest.approx(
         float(tree["posterior"]["kernel_target"].mean()), rel=1e-10)
+
+
+def test_float32_matches_float64(runs):
+    """dtype='float32' (the GPU option) samples the same posterior: outputs agree within MCSE."""
+    spec = bn.NetworkSpec(width=N, chi=1.0, kappa=0.5)
+    tree = bn.sample(spec, DATA, method="collapsed", dtype="float32", **RUN)
+    assert tree["posterior"]["f_train"].dtype == np.float32
+    m1, s1 = _mean_mcse(tree, "f_train")
+    m2, s2 = _mean_mcse(runs[1.0]["collapsed"], "f_train")
+    assert np.all(np.abs(m1 - m2) / np.sqrt(s1**2 + s2**2) < 4.5)
+    import jax.numpy as jnp
+    assert jnp.ones(1).dtype == jnp.float64  # x64 restored for everything else
