@@ -3,7 +3,7 @@
 Files under the output folder DIR:
   DIR/config.json            the resolved experiment (written by every step that reads a config)
   DIR/samples/NAME_chiKK_*.nc one sample tree per network and chi (saved as soon as it is done)
-  DIR/theory.nc              theory predictions per network over (method, chi)
+  DIR/theory.nc              theory predictions per network over (theory, chi)
   DIR/results.nc             data, samples' summaries, diagnostics, theory, comparison
   DIR/report.md, DIR/figures/*.png
 Bad input ends with exit status 2 and one line on stderr.

@@ -81,14 +81,14 @@ def sweep_diagnostics(trees: Sequence[xr.DataTree]) -> xr.Dataset:
 
 
 def theory_table(prediction) -> xr.Dataset:
-    """Theory predictions as one Dataset over (method, chi, ...), observables named as samples."""
+    """Theory predictions as one Dataset over (theory, chi, ...), observables named as samples."""
     if not isinstance(prediction, xr.Dataset):
-        parts = [p.expand_dims(method=[m]) if "method" not in p.dims else p
+        parts = [p.expand_dims(theory=[m]) if "theory" not in p.dims else p
                  for m, p in prediction.items()]
-        prediction = xr.concat(parts, dim="method", coords="minimal", compat="override",
+        prediction = xr.concat(parts, dim="theory", coords="minimal", compat="override",
                                join="outer", combine_attrs="drop_conflicts")
-    elif "method" not in prediction.dims:
-        prediction = prediction.expand_dims(method=[prediction.attrs.get("method", "theory")])
+    elif "theory" not in prediction.dims:
+        prediction = prediction.expand_dims(theory=[prediction.attrs.get("method", "theory")])
     th = prediction.copy()
     y = th["f_train"] + th["discrepancy_train"]
     yt = th["f_test"] + th["discrepancy_test"]
@@ -117,7 +117,7 @@ def compare(posterior, prediction, diagnosis: xr.Dataset | None = None) -> xr.Da
 
     posterior: one result tree, a sequence of trees (one per chi), or sample estimates already
     stacked over chi (`sweep_estimates`).  prediction: a theory Dataset (over chi, optionally
-    method) or a mapping method -> Dataset.  Runs whose diagnostics verdict is `warn` are kept
+    theory) or a mapping theory name -> Dataset.  Runs whose diagnostics verdict is `warn` are kept
     and marked in `verdict`/`reasons`, never dropped.
     """
     if isinstance(posterior, xr.DataTree):
@@ -128,7 +128,7 @@ def compare(posterior, prediction, diagnosis: xr.Dataset | None = None) -> xr.Da
         diagnosis = sweep_diagnostics(trees)
     chis = np.atleast_1d(est["chi"].values)
     th = _align_chi(theory_table(prediction), chis)
-    out = xr.Dataset(coords={"chi": chis, "method": th["method"].values})
+    out = xr.Dataset(coords={"chi": chis, "theory": th["theory"].values})
     for key in OBSERVABLES:
         sample, err = est[key], est[f"{key}_mcse"]
         theo = th[key]
@@ -164,18 +164,18 @@ def _mark_verdicts(out: xr.Dataset, diagnosis: xr.Dataset | None) -> xr.Dataset:
 
 def best_method(out: xr.Dataset) -> xr.DataArray:
     """The approximate theory with the smallest max |z| at each chi (exact is the reference)."""
-    cands = [m for m in out["method"].values if m in APPROXIMATE]
+    cands = [m for m in out["theory"].values if m in APPROXIMATE]
     if not cands:
-        cands = list(out["method"].values)
-    z = out["max_abs_z"].sel({"method": cands}).fillna(np.inf)
-    return xr.DataArray(np.asarray(cands)[z.argmin("method").values], dims="chi")
+        cands = list(out["theory"].values)
+    z = out["max_abs_z"].sel({"theory": cands}).fillna(np.inf)
+    return xr.DataArray(np.asarray(cands)[z.argmin("theory").values], dims="chi")
 
 
 def _attrs(est: xr.Dataset, th: xr.Dataset) -> dict:
     """Spec (without chi) and theory attributes, netCDF-safe."""
     keep = {k: v for k, v in th.attrs.items() if isinstance(v, (str, int, float))}
     keep.pop("method", None)
-    keep["methods"] = json.dumps([str(m) for m in th["method"].values])
+    keep["methods"] = json.dumps([str(m) for m in th["theory"].values])
     keep["z_definition"] = "(theory - sample) / MCSE"
     keep["flagged_definition"] = f"max |z| over observables > {Z_FLAG}"
     keep["relerr_definition"] = "||theory - sample|| / ||sample|| over points"
@@ -185,8 +185,8 @@ def _attrs(est: xr.Dataset, th: xr.Dataset) -> dict:
 def against_reference(prediction, reference: str = "exact") -> xr.Dataset:
     """Relative error of each theory's mean train/test outputs measured against `reference`."""
     th = theory_table(prediction)
-    ref = th.sel({"method": reference})
+    ref = th.sel({"theory": reference})
     out = xr.Dataset()
     for key in ("f_train", "f_test", "var_train", "kernel_target"):
         out[f"{key}_relerr"] = _point_norm(th[key] - ref[key]) / _point_norm(ref[key])
-    return out.drop_sel({"method": reference})
+    return out.drop_sel({"theory": reference})

@@ -342,7 +342,7 @@ def sample_sweep(exp: Experiment, out, progress: bool = True, log=_log) -> dict:
 
 
 def theory_sweep(exp: Experiment, log=_log) -> dict:
-    """Every applicable theory for every network over its chi grid, stacked along `method`."""
+    """Every applicable theory for every network over its chi grid, stacked along `theory`."""
     import theory
 
     out = {}
@@ -420,7 +420,7 @@ def network_results(name, spec, trees, prediction, data) -> dict:
     comp = cmp.compare(est, prediction, diagnosis=diag)
     groups = {"samples": est, "diagnostics": diag, "theory": prediction, "comparison": comp,
               "prior": prior_kernel(spec, data), "worst": worst_trace(trees, diag)}
-    if "exact" in prediction["method"].values:
+    if "exact" in prediction["theory"].values:
         groups["reference"] = cmp.against_reference(prediction)
     return {f"{name}/{g}": _netcdf_safe(ds) for g, ds in groups.items()}
 

@@ -47,10 +47,10 @@ def _log_chi_axis(ax):
 def _theory_lines(ax, comp, key, methods, offset=0.0):
     """One line per theory over chi."""
     for m in methods:
-        if m not in comp["method"].values:
+        if m not in comp["theory"].values:
             continue
         name, color, ls = THEORY_STYLE.get(m, (m, None, "-"))
-        ax.plot(comp["chi"], comp[f"{key}_theory"].sel({"method": m}) - offset, ls=ls,
+        ax.plot(comp["chi"], comp[f"{key}_theory"].sel({"theory": m}) - offset, ls=ls,
                 color=color, label=name)
 
 
@@ -75,7 +75,7 @@ def kernel_figure(comp: xr.Dataset, prior: xr.Dataset, title: str):
     chi, warn = comp["chi"].values, _warn_mask(comp)
     labels = {"kernel_target": r"directional $\hat y^\top(K_{post}-K)\hat y$",
               "kernel_trace": r"isotropic $\mathrm{tr}(K_{post}-K)/P$"}
-    methods = [m for m in comp["method"].values if m != "nngp"]
+    methods = [m for m in comp["theory"].values if m != "nngp"]
     for ax, key in zip(axes, labels):
         base = float(prior[key])
         _samples(ax, chi, comp[key].values - base, comp[f"{key}_mcse"].values, warn)
@@ -96,11 +96,11 @@ def scatter_figure(comp: xr.Dataset, title: str, methods=("nngp", "tree", "one_l
     for j, ax in enumerate(axes[0]):
         c = comp.isel(chi=j)
         for m in methods:
-            if m not in comp["method"].values:
+            if m not in comp["theory"].values:
                 continue
             name, color, _ = THEORY_STYLE.get(m, (m, None, "-"))
             for side, mk in (("train", "o"), ("test", "^")):
-                ax.scatter(c[f"f_{side}"], c[f"f_{side}_theory"].sel({"method": m}), s=10,
+                ax.scatter(c[f"f_{side}"], c[f"f_{side}_theory"].sel({"theory": m}), s=10,
                            marker=mk, color=color, alpha=0.7,
                            label=f"{name} ({side})" if j == 0 else None)
         lim = [float(min(c["f_train"].min(), c["f_test"].min())),

@@ -18,7 +18,7 @@ def networks(results: xr.DataTree) -> list[str]:
 
 
 def _methods(comp: xr.Dataset) -> list[str]:
-    have = [str(m) for m in comp["method"].values]
+    have = [str(m) for m in comp["theory"].values]
     return [m for m in THEORY_ORDER if m in have] + [m for m in have if m not in THEORY_ORDER]
 
 
@@ -36,8 +36,8 @@ def summary_rows(results: xr.DataTree) -> list[dict]:
             row = {"network": name, "chi": float(chi), "verdict": str(c["verdict"].item()),
                    "reasons": str(c["reasons"].item()), "best": str(c["best_method"].item())}
             for m in _methods(comp):
-                row[m] = (float(c["relerr"].sel({"method": m})),
-                          float(c["max_abs_z"].sel({"method": m})))
+                row[m] = (float(c["relerr"].sel({"theory": m})),
+                          float(c["max_abs_z"].sel({"theory": m})))
             rows.append(row)
     return rows
 
@@ -62,14 +62,14 @@ def summary_table(results: xr.DataTree) -> str:
 def hierarchy_table(results: xr.DataTree, name: str) -> str:
     """Linear networks: error of each theory's mean train output measured against exact."""
     ref = results[name]["reference"].to_dataset()
-    methods = [m for m in THEORY_ORDER if m in ref["method"].values]
+    methods = [m for m in THEORY_ORDER if m in ref["theory"].values]
     head = ["chi"] + [f"{m} (train / test)" for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for j, chi in enumerate(ref["chi"].values):
         r = ref.isel(chi=j)
         cells = [f"{chi:.3g}"] + [
-            f"{_fmt(float(r['f_train_relerr'].sel({'method': m})))} / "
-            f"{_fmt(float(r['f_test_relerr'].sel({'method': m})))}" for m in methods]
+            f"{_fmt(float(r['f_train_relerr'].sel({'theory': m})))} / "
+            f"{_fmt(float(r['f_test_relerr'].sel({'theory': m})))}" for m in methods]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -86,7 +86,7 @@ def observable_table(comp: xr.Dataset) -> str:
         mark = "" if str(c["verdict"].item()) == "ok" else " (WARN)"
         for k in keys:
             cells = [f"{chi:.3g}{mark}", k, f"{float(c[k]):.4g} +- {float(c[k + '_mcse']):.2g}"]
-            cells += [_fmt(float(c[f"{k}_z"].sel({"method": m})), ".1f") for m in methods]
+            cells += [_fmt(float(c[f"{k}_z"].sel({"theory": m})), ".1f") for m in methods]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

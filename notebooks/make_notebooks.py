@@ -89,7 +89,7 @@ print(comparison["verdict"].values, comparison["reasons"].values)'''),
     ("code", '''maxz = comparison["max_abs_z"].to_pandas()
 print(maxz.round(1))
 print("best theory per chi:", dict(zip(np.round(chis, 3), comparison["best_method"].values)))
-print("NNGP flagged at chi =", chis[comparison["flagged"].sel({"method": "nngp"}).values == 1])'''),
+print("NNGP flagged at chi =", chis[comparison["flagged"].sel({"theory": "nngp"}).values == 1])'''),
     ("code", '''fig = figures.discrepancy_figure(comparison, f"linear N={spec.width}")
 fig'''),
     ("markdown", "## (iii) Directional kernel adaptation, rescaled mean output\n\nThe change of "
@@ -106,7 +106,7 @@ for c, d, i in zip(chis, directional, isotropic):
 ubar = predictions["one_loop"]["ubar"].values
 print("one-loop rescaling ubar/g_w:", np.round(ubar / spec.g_w, 4))
 print("max |z| of the rescaled-GP mean output (one loop):",
-      np.round(comparison["f_train_maxabsz"].sel({"method": "one_loop"}).values, 2))'''),
+      np.round(comparison["f_train_maxabsz"].sel({"theory": "one_loop"}).values, 2))'''),
     ("code", '''import xarray as xr
 prior_ds = xr.Dataset({k: v for k, v in prior.items()})
 fig = figures.kernel_figure(comparison, prior_ds, f"linear N={spec.width}")

@@ -97,9 +97,9 @@ def test_compare_linear_one_loop_holds_nngp_flagged(linear_sweep):
     _, _, trees, preds = linear_sweep
     comp = comparison.compare(trees, preds)
     assert list(comp["chi"].values) == list(CHIS)
-    assert set(comp["method"].values) == set(theory.METHODS)
+    assert set(comp["theory"].values) == set(theory.METHODS)
     assert set(comp["verdict"].values) <= {"ok", "warn"}
-    one_loop, exact, nngp = ({"method": m} for m in ("one_loop", "exact", "nngp"))
+    one_loop, exact, nngp = ({"theory": m} for m in ("one_loop", "exact", "nngp"))
     for key in comparison.OBSERVABLES:  # exact and one loop hold at mean-field scaling chi = N
         z = comp[f"{key}_maxabsz"].sel(chi=CHIS[-1])
         assert float(z.sel(exact)) < 4 and float(z.sel(one_loop)) < 4, key
@@ -129,8 +129,8 @@ def test_against_exact_orders_the_theories(linear_sweep):
     _, _, _, preds = linear_sweep
     ref = comparison.against_reference(preds)
     err = ref["f_train_relerr"]
-    assert "exact" not in err["method"].values
-    assert np.all(err.sel({"method": "one_loop"}) < err.sel({"method": "tree"}))
+    assert "exact" not in err["theory"].values
+    assert np.all(err.sel({"theory": "one_loop"}) < err.sel({"theory": "tree"}))
 
 
 def test_non_converged_run_is_flagged(linear_sweep):

@@ -73,8 +73,8 @@ def test_run_quick_end_to_end(quick_run):
         names = set(tree.children)
         assert {"data", "linear", "erf"} <= names
         comp = tree["linear/comparison"].to_dataset()
-        assert {"chi", "method"} <= set(comp.dims)
-        assert "exact" in comp["method"].values
+        assert {"chi", "theory"} <= set(comp.dims)
+        assert "exact" in comp["theory"].values
         assert set(tree["linear"].children) >= {"samples", "diagnostics", "theory",
                                                   "comparison", "reference"}
     report = (out / "report.md").read_text()
