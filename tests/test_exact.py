@@ -122,18 +122,16 @@ def test_mode_is_one_loop_rescaling(name, width, chi):
     assert abs(float(ds.ubar[0]) / u - 1) < 1e-8
 
 
-def test_one_loop_module_agrees_if_present():
-    """Cross-check against theory.rescaling.solve_ubar when that module exists (written in parallel)."""
-    rescaling = pytest.importorskip("theory.rescaling")
+def test_one_loop_module_agrees():
+    """The s-mode equals theory.rescaling's one-loop root (two independent implementations)."""
+    from theory import rescaling
+
     d = dataset("ising")
     for chi in CHIS:
         spec = NetworkSpec(width=WIDTH, chi=chi, kappa=KAPPA, g_w=1.3)
         prob = sm.prepare(spec, d)
-        try:
-            sp = rescaling.spectrum(prob.K, d.y)
-            u = float(rescaling.solve_ubar(sp, spec.g_w, spec.width, spec.chi, spec.kappa))
-        except (AttributeError, TypeError) as err:
-            pytest.skip(f"theory.rescaling API differs: {err}")
+        sp = rescaling.spectrum(prob.K, d.y)
+        u = float(rescaling.solve_ubar(sp, spec.g_w, spec.width, spec.chi, spec.kappa))
         ds = predict_exact(spec, d, [chi])
         assert abs(float(ds.ubar[0]) / u - 1) < 1e-8
 
