@@ -1,19 +1,44 @@
-"""bayesnet: finite-width Bayesian network posteriors under parameterised scaling."""
-import jax
+"""bayesnet: finite-width Bayesian network posteriors under parameterised scaling.
 
-# Theory and CPU sampling run in float64 (shared/design.md); float32 stays available per call.
-jax.config.update("jax_enable_x64", True)
+Exports are lazy (PEP 562), so `from bayesnet import NetworkSpec` loads neither NumPyro nor the
+samplers, and importing never changes JAX's precision (see `bayesnet.precision`).
+"""
+from __future__ import annotations
 
-from .activations import ACTIVATIONS, activation_fn  # noqa: E402
-from .datasets import Dataset, from_arrays, ising, teacher, xor  # noqa: E402
-from .spec import NetworkSpec  # noqa: E402
+import importlib
+from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["ACTIVATIONS", "activation_fn", "Dataset", "from_arrays", "ising", "teacher", "xor",
-           "NetworkSpec"]
-__version__ = "0.1.0"
+try:
+    __version__ = version("bayesnet")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0+unknown"
 
-from .io import load, save  # noqa: E402
-from .sampling import sample  # noqa: E402
-from .scale_mixture import draw_outputs  # noqa: E402
+# public name -> module that defines it
+_EXPORTS = {
+    "ACTIVATIONS": "activations", "activation_fn": "activations",
+    "Dataset": "datasets", "from_arrays": "datasets", "ising": "datasets", "teacher": "datasets",
+    "xor": "datasets",
+    "NetworkSpec": "spec",
+    "float64": "precision", "enable_float64": "precision",
+    "load": "io", "save": "io",
+    "sample": "sampling",
+    "draw_outputs": "scale_mixture",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ += ["load", "save", "sample", "draw_outputs"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    try:  # submodules, e.g. bayesnet.sampling after a plain `import bayesnet`
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module 'bayesnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,7 +1,6 @@
 """`sample`: NUTS on a network posterior, returned as an ArviZ-compatible xarray DataTree."""
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import math
@@ -16,6 +15,7 @@ import xarray as xr
 from . import engine
 from .datasets import Dataset
 from .models import MODELS
+from .precision import float64, with_float64
 from .spec import NetworkSpec
 
 METHODS = ("collapsed", "full", "exact")
@@ -49,7 +49,7 @@ def theta_arrays(spec: NetworkSpec, dtype="float64") -> dict:
 
 def _precision(dtype):
     """float32 runs trace with JAX's x64 mode off: under x64 NumPyro promotes its state to float64."""
-    return contextlib.nullcontext() if dtype == "float64" else jax.enable_x64(False)
+    return float64(dtype == "float64")
 
 
 def versions() -> dict:
@@ -76,6 +76,7 @@ def _progress_bar(enabled, total, desc):
     return bar, update
 
 
+@with_float64
 def sample(spec: NetworkSpec, data: Dataset, method: str = "collapsed", chains: int = 4,
            warmup: int = 500, draws: int = 1000, seed: int = 0,
            chain_method: str = "vectorized", progress: bool = True, dtype: str = "float64",

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import brentq
 
+from .precision import with_float64
+
 TAIL_LOG = -40.0  # grid ends where the density is below e^-40 ~ 4e-18 of its peak
 SCAN_STEP = 0.05  # step (in log s) of the coarse scan locating the global mode
 
@@ -321,6 +323,7 @@ def draw_given_s(prob: LinearProblem, s: np.ndarray, rng) -> tuple[np.ndarray, n
     return f_tr, f_te
 
 
+@with_float64
 def draw_outputs(spec, data, n_draws: int, seed: int = 0) -> OutputDraws:
     """n_draws exact i.i.d. posterior draws of the outputs (train and test jointly) and of s."""
     prob = prepare(spec, data)

@@ -11,3 +11,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # small linear algebra is faster single-threaded.  Must be set before numpy is imported.
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+# Tests call internal theory and sampler functions directly, outside the float64 context of the
+# public entry points; run the whole test process in float64 (import-time purity is tested in a
+# subprocess, tests/test_layering.py).
+from bayesnet.precision import enable_float64  # noqa: E402
+
+enable_float64()

@@ -1,7 +1,9 @@
-"""theory: analytical predictions (NNGP, kernel rescaling, multi-scale adaptive saddle point)."""
-import bayesnet  # noqa: F401  (enables float64)
+"""theory: analytical predictions (NNGP, kernel rescaling, multi-scale adaptive saddle point).
 
-from .kernels import kernel, kernel_diag, input_kernel  # noqa: E402
-from .predict import METHODS, predict  # noqa: E402
+Importing `theory` loads no sampler and no NumPyro, and leaves JAX's precision alone: `predict`
+and the kernel functions run in float64 inside their own call (bayesnet.precision).
+"""
+from .kernels import input_kernel, kernel, kernel_diag
+from .predict import METHODS, predict
 
 __all__ = ["kernel", "kernel_diag", "input_kernel", "predict", "METHODS"]

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-import bayesnet  # noqa: F401  (enables float64)
 
 
 def tilt_coefficient(g_w: float, chi: float, width: float, kappa: float) -> float:

@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-import bayesnet  # noqa: F401  (enables float64)
 
 
 @jax.jit

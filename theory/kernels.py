@@ -3,7 +3,7 @@
 Closed forms for linear, erf and relu; a 2-D polar Gauss quadrature for any other elementwise
 activation (tanh, ...).  The quadrature splits the angle at the zeros of both pre-activations, so
 activations with a kink at 0 (relu, abs, leaky relu) converge exponentially too.
-All arrays float64 (bayesnet enables x64).
+All arrays float64: the public functions run under bayesnet.precision.float64.
 """
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import bayesnet  # noqa: F401  (enables float64)
 from bayesnet.activations import ACTIVATIONS
+from bayesnet.precision import with_float64
 
 CLOSED_FORMS = ("linear", "erf", "relu")
 
 
+@with_float64
 def input_kernel(X1, X2, g_v: float):
     """Input kernel K^x = (g_v/D) X1 X2^T, dimensionless, shape (P1, P2)."""
     X1, X2 = jnp.asarray(X1, jnp.float64), jnp.asarray(X2, jnp.float64)
@@ -144,6 +145,7 @@ def kernel_from_input(activation: str, k12, k11, k22):
     return quadrature_kernel(activation, k12, k11, k22)
 
 
+@with_float64
 def kernel(activation: str, X1, X2, g_v: float):
     """NNGP feature kernel K^phi(X1, X2), shape (P1, P2); linear gives K^x = (g_v/D) X1 X2^T."""
     _check(activation)
@@ -160,6 +162,7 @@ def kernel_diag_from_input(activation: str, k11):
     return quadrature_pairs(activation, k11, k11, k11)
 
 
+@with_float64
 def kernel_diag(activation: str, X, g_v: float):
     """Diagonal of K^phi(X, X), shape (P,), without forming the P x P matrix."""
     return kernel_diag_from_input(activation, input_diag(X, g_v))

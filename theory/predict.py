@@ -6,8 +6,8 @@ import math
 import numpy as np
 import xarray as xr
 
-import bayesnet  # noqa: F401  (enables float64)
 from bayesnet.activations import ACTIVATIONS
+from bayesnet.precision import with_float64
 
 from . import adaptive, gp, kernels, rescaling
 
@@ -145,6 +145,7 @@ def _exact(spec, data, chis):
     return predict_exact(spec, data, chis)
 
 
+@with_float64
 def predict(spec, data, chis=None, method: str = "one_loop", **options) -> xr.Dataset:
     """Theory predictions for `spec` on `data` at every chi (float64 xarray.Dataset over `chi`).
 

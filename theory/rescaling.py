@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-import bayesnet  # noqa: F401  (enables float64)
 
 
 @dataclasses.dataclass(frozen=True)

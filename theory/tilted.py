@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import bayesnet  # noqa: F401  (enables float64)
 from bayesnet.activations import ACTIVATIONS
 
 from . import adaptive, gp
