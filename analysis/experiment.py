@@ -443,7 +443,7 @@ def results_tree(exp: Experiment, trees: dict, predictions: dict, timing: dict) 
     for name, spec in exp.networks.items():
         tree[name].attrs = spec_attrs(spec)
     tree.attrs = {"config": json.dumps(exp.config), "networks": json.dumps(list(exp.networks)),
-                  "versions": json.dumps(bayesnet.sampling.versions()),
+                  "versions": json.dumps(bayesnet.results.versions()),
                   **{f"timing_{k}": float(v) for k, v in timing.items()}}
     return tree
 

@@ -5,16 +5,17 @@ r = V^T w_hat.  Under the prior rho ~ (g_w/(chi N)) chi^2_N, r ~ N(0, (g_v/D) I_
 V orthogonal to w_hat is independent of both with V_perp^T V_perp ~ Wishart(N-1, (g_v/D) I_D).  The
 likelihood depends on u = sqrt(rho) r only, so a posteriori V_perp stays a prior draw and
 
-  1. x = log s, s = chi rho / g_w, has the 1-D posterior  s^(N/2) e^(-N s/2) N(y; 0, (s g_w/chi) K + kappa/chi)
-     (K = (g_v/D) X X^T; shared/theory.md 5.5, with the Jacobian of x);
+  1. x = log s, s = chi rho / g_w, has the 1-D posterior
+     s^(N/2) e^(-N s/2) N(y; 0, (s g_w/chi) K + kappa/chi)
+     (K = (g_v/D) X X^T; docs/exact_linear.md, with the Jacobian of x);
   2. u | rho, y is Gaussian (D-dimensional; diagonal in the right singular basis of X);
   3. S = V^T V = S_perp + r r^T with S_perp ~ Wishart(N-1) drawn by a Bartlett factorisation
      when N-1 >= D (a D x D triangle: chi^2 with N-1, ..., N-D degrees of freedom) and as G^T G with
      G an (N-1) x D Gaussian matrix when N-1 < D (V itself is then small).
 
 Each draw is independent and exact: step 1 is `scale_mixture`'s rejection sampler on its
-adaptive grid in log s, steps 2-3 are Gaussian and Wishart draws.  Nothing N-sized is ever formed: the cost per
-draw is O(D^3 + P D^2 + P^2 D) at every width.
+adaptive grid in log s, steps 2-3 are Gaussian and Wishart draws.  Nothing N-sized is ever
+formed: the cost per draw is O(D^3 + P D^2 + P^2 D) at every width.
 
 Reported per draw, as for the collapsed sampler: E[f | S], Var[f | S] on train and test points (the
 readout integrated out given S, i.e. given V), the hidden-kernel scalars of K = X S X^T / N, and the
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import scale_mixture
+from .results import progress_bar, to_datatree
 
 
 def check_linear(spec) -> None:
@@ -151,8 +153,6 @@ def sample_exact(spec, data, chains=4, draws=1000, seed=0, progress=False, desc=
     `f_draws=True` adds per-draw exact samples of f (`f_train_draw`, `f_test_draw`) to the
     posterior group.  Timing: compile_s (XLA compilation, 0 when cached) and sample_s.
     """
-    from .sampling import _progress_bar, to_datatree
-
     check_linear(spec)
     N, D = spec.width, data.dim
     P, Pt = data.n_train, data.n_test
@@ -174,9 +174,10 @@ def sample_exact(spec, data, chains=4, draws=1000, seed=0, progress=False, desc=
     x, lp, grid = draw_log_s(spec, data, chains, draws, rng)
     base = jax.random.PRNGKey(seed)
     label = desc or f"exact N={N} linear chi={spec.chi:.4g}"
-    bar, update = _progress_bar(progress, draws, label)
+    bar, update = progress_bar(progress, draws, label)
     parts, S_sum = [], np.zeros((D, D))
-    dof = np.maximum(N - 1.0 - np.arange(D), 1.0)  # Bartlett diagonal: chi^2_(N-1), ..., chi^2_(N-D)
+    # Bartlett diagonal: chi^2_(N-1), ..., chi^2_(N-D)
+    dof = np.maximum(N - 1.0 - np.arange(D), 1.0)
     try:
         for start in range(0, draws, chunk):
             n = min(chunk, draws - start)

@@ -1,10 +1,7 @@
 """`sample`: NUTS on a network posterior, returned as an ArviZ-compatible xarray DataTree."""
 from __future__ import annotations
 
-import datetime
-import json
 import math
-import platform
 import warnings
 
 import jax
@@ -16,6 +13,7 @@ from . import engine
 from .datasets import Dataset
 from .models import MODELS
 from .precision import float64, with_float64
+from .results import progress_bar, to_datatree
 from .spec import NetworkSpec
 
 METHODS = ("collapsed", "full", "exact")
@@ -48,32 +46,8 @@ def theta_arrays(spec: NetworkSpec, dtype="float64") -> dict:
 
 
 def _precision(dtype):
-    """float32 runs trace with JAX's x64 mode off: under x64 NumPyro promotes its state to float64."""
+    """float32 runs trace with x64 off: under x64 NumPyro promotes its state to float64."""
     return float64(dtype == "float64")
-
-
-def versions() -> dict:
-    """Package versions recorded with every result."""
-    import numpyro
-    out = {"python": platform.python_version(), "jax": jax.__version__,
-           "numpyro": numpyro.__version__, "numpy": np.__version__, "xarray": xr.__version__}
-    from . import __version__
-    out["bayesnet"] = __version__
-    return out
-
-
-def _progress_bar(enabled, total, desc):
-    """A tqdm bar over NUTS steps (updated per chunk, so it costs nothing inside the sampler)."""
-    if not enabled:
-        return None, (lambda n, phase: None)
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
-
-    def update(n, phase):
-        bar.set_postfix_str(phase, refresh=False)
-        bar.update(n)
-
-    return bar, update
 
 
 @with_float64
@@ -117,7 +91,7 @@ def sample(spec: NetworkSpec, data: Dataset, method: str = "collapsed", chains: 
     cfg = engine.RunConfig(model_fn(N, spec.activation), stats, chains, warmup, chunk,
                            float(target_accept), max_tree_depth)
     label = desc or f"{method} N={N} {spec.activation} chi={spec.chi:.4g}"
-    bar, update = _progress_bar(progress, (warmup + draws) * (
+    bar, update = progress_bar(progress, (warmup + draws) * (
         1 if chain_method == "vectorized" else chains), label)
     try:
         with _precision(dtype):
@@ -174,7 +148,7 @@ def _run_chains(cfg, chain_method, keys, z0, d_arr, theta, draws, update):
     parts, ksum, ktsum, count = [], 0.0, 0.0, 0
     timing = {"compile_s": 0.0, "sample_s": 0.0}
     for c in range(cfg.chains):
-        zc = jax.tree.map(lambda a: a[c:c + 1], z0)
+        zc = jax.tree.map(lambda a, c=c: a[c:c + 1], z0)
         try:
             out, (k, kt, n), _, t = engine.run(one, keys[c:c + 1], zc, d_arr, theta, draws,
                                                update)
@@ -219,55 +193,3 @@ def _run_parallel(cfg, keys, z0, d_arr, theta, draws, update):
     timing = {"compile_s": max(r[3]["compile_s"] for r in results),
               "sample_s": max(r[3]["sample_s"] for r in results)}
     return out, (ksum, ktsum, count), timing
-
-
-POSTERIOR_VARS = {
-    "f_train": ("train",), "f_test": ("test",), "var_train": ("train",), "var_test": ("test",),
-    "kernel_target": (), "kernel_trace": (), "kernel_alignment": (),
-}
-STATS_VARS = ("diverging", "tree_depth", "n_steps", "step_size", "energy", "acceptance_rate",
-              "lp")
-
-
-def run_attrs(spec, data, **extra) -> dict:
-    """netCDF-safe root attributes: spec, data, run settings, versions, creation time."""
-    attrs = dict(spec.to_attrs())
-    attrs.update(data.to_attrs())
-    for k, v in extra.items():
-        if isinstance(v, dict):
-            attrs.update({f"{k}_{kk}": vv for kk, vv in v.items()})
-        elif isinstance(v, bool):
-            attrs[k] = int(v)
-        else:
-            attrs[k] = v
-    attrs["versions"] = json.dumps(versions())
-    attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return attrs
-
-
-def to_datatree(draws_out, ksums, spec, data, **run) -> xr.DataTree:
-    """Assemble per-draw arrays and kernel sums into the labelled result tree."""
-    C, S = draws_out["f_train"].shape[:2]
-    coords = {"chain": np.arange(C), "draw": np.arange(S), "train": np.arange(data.n_train),
-              "test": np.arange(data.n_test)}
-    post = xr.Dataset(
-        {k: (("chain", "draw") + dims, draws_out[k]) for k, dims in POSTERIOR_VARS.items()
-         if k in draws_out},
-        coords=coords)
-    stats = xr.Dataset(
-        {k: (("chain", "draw"), draws_out[k]) for k in STATS_VARS if k in draws_out},
-        coords={"chain": coords["chain"], "draw": coords["draw"]})
-    n = ksums[2] if len(ksums) > 2 else C * S  # draws summed into the kernel
-    kern = xr.Dataset(
-        {"K_train": (("train", "train_"), np.asarray(ksums[0]) / n),
-         "K_test_train": (("test", "train_"), np.asarray(ksums[1]) / n)},
-        coords={"train": coords["train"], "train_": coords["train"], "test": coords["test"]})
-    obs = xr.Dataset({"y": (("train",), data.y), "y_test": (("test",), data.y_test)},
-                     coords={"train": coords["train"], "test": coords["test"]})
-    const = xr.Dataset({"X": (("train", "feature"), data.X),
-                        "X_test": (("test", "feature"), data.X_test)},
-                       coords={"train": coords["train"], "test": coords["test"]})
-    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats, "kernel": kern,
-                                  "observed_data": obs, "constant_data": const})
-    tree.attrs = run_attrs(spec, data, **run)
-    return tree

@@ -42,3 +42,42 @@ print(json.dumps({'dtype': str(ds.f_train.dtype), 'x64': bool(jax.config.jax_ena
                   'after': str(jnp.ones(1).dtype)}))
 """
     assert _probe(code) == {"dtype": "float64", "x64": False, "after": "float32"}
+
+
+def _internal_imports(path) -> set[str]:
+    """Sibling bayesnet modules a file imports anywhere (also inside functions)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bayesnet."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+def test_bayesnet_imports_have_no_cycle():
+    """The module import graph of bayesnet (function-level imports included) is acyclic."""
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[1] / "bayesnet"
+    graph = {p.stem: _internal_imports(p) - {"__version__"} for p in pkg.glob("*.py")
+             if p.stem != "__init__"}
+    state: dict[str, int] = {}
+
+    def visit(mod, path):
+        if state.get(mod) == 1:
+            raise AssertionError("import cycle: " + " -> ".join(path + [mod]))
+        if state.get(mod) == 2 or mod not in graph:
+            return
+        state[mod] = 1
+        for dep in sorted(graph[mod]):
+            visit(dep, path + [mod])
+        state[mod] = 2
+
+    for mod in sorted(graph):
+        visit(mod, [])

@@ -159,7 +159,7 @@ def test_interrupt_keeps_finished_draws(runs, monkeypatch):
                 raise KeyboardInterrupt
         return None, update
 
-    monkeypatch.setattr(sampling, "_progress_bar", fake_bar)
+    monkeypatch.setattr(sampling, "progress_bar", fake_bar)
     spec = bn.NetworkSpec(width=N, chi=1.0, kappa=0.5)
     with pytest.warns(UserWarning, match="interrupted"):
         tree = bn.sample(spec, DATA, method="collapsed", **dict(RUN, progress=True))
