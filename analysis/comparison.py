@@ -1,17 +1,21 @@
 """Sample estimates with MCSE against theory predictions: z-scores and relative errors over chi.
 
-Observables (shared/theory.md 9b and 5.4): mean outputs and discrepancies on train and test
-points, posterior output variances, the sign-corrected scalar discrepancies (1/P) sum y (y - f),
-and the kernel projections y_hat^T K_post y_hat and tr K_post / P.
+Observables: mean outputs and discrepancies on train and test points, posterior output
+variances, the sign-corrected scalar discrepancies Delta = (1/P) sum y (y - f), and the kernel
+projections y_hat^T K_post y_hat and tr K_post / P.  Their names, units and the definitions of
+z, relative error, `flagged` and `best_method` live in bayesnet/vocabulary.py and are written into
+every result's attributes.
 """
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import arviz_stats as azs
 import numpy as np
 import xarray as xr
+
+from bayesnet.vocabulary import DEFINITIONS, describe, lookup
 
 from . import diagnostics
 
@@ -20,18 +24,21 @@ POINT_OBSERVABLES = ("f_train", "f_test", "discrepancy_train", "discrepancy_test
 SCALAR_OBSERVABLES = ("signed_discrepancy_train", "signed_discrepancy_test", "kernel_target",
                       "kernel_trace")
 OBSERVABLES = POINT_OBSERVABLES + SCALAR_OBSERVABLES
-APPROXIMATE = ("nngp", "rescaling_tree", "tree", "one_loop")
+REFERENCE = "exact"  # ground truth for linear networks: never the "best" approximation
+NONE_WITHIN = "none within MC error"
 CHI_RTOL = 1e-6
 Z_FLAG = 4.0  # a theory is flagged where some observable is off by more than 4 MCSE
+# samplers whose per-draw outputs are E[f | V] with Var[f | V] alongside (readout integrated out)
+RAO_BLACKWELLISED = ("collapsed", "exact")
 
 
 def _posterior_variance(ds: xr.Dataset, side: str, method: str):
-    """Posterior output variance and its MCSE (law of total variance for collapsed samples)."""
+    """Posterior output variance and its MCSE (law of total variance for collapsed/exact draws)."""
     f = ds[f"f_{side}"]
     sd = f.std(("chain", "draw"))
     mc_sd = azs.mcse(f.to_dataset(name="f"), method="sd")["f"]
     value, err = sd**2, 2 * sd * mc_sd
-    if method == "collapsed" and f"var_{side}" in ds:
+    if method in RAO_BLACKWELLISED and f"var_{side}" in ds:
         cond = ds[f"var_{side}"]
         mc_cond = azs.mcse(cond.to_dataset(name="v"), method="mean")["v"]
         value = value + cond.mean(("chain", "draw"))
@@ -67,7 +74,7 @@ def sample_estimates(tree: xr.DataTree) -> xr.Dataset:
 def sweep_estimates(trees: Sequence[xr.DataTree]) -> xr.Dataset:
     """Sample estimates of several runs stacked along `chi` (ascending)."""
     parts = sorted((sample_estimates(t) for t in trees), key=lambda d: float(d["chi"]))
-    return xr.concat(parts, dim="chi", coords="minimal", compat="override")
+    return describe(xr.concat(parts, dim="chi", coords="minimal", compat="override"))
 
 
 def sweep_diagnostics(trees: Sequence[xr.DataTree]) -> xr.Dataset:
@@ -77,7 +84,8 @@ def sweep_diagnostics(trees: Sequence[xr.DataTree]) -> xr.Dataset:
         d = diagnostics.diagnose(t)
         parts.append(d.assign_coords(chi=float(json.loads(t.attrs["spec"])["chi"])))
     parts.sort(key=lambda d: float(d["chi"]))
-    return xr.concat(parts, dim="chi", coords="minimal", compat="override", join="outer")
+    return describe(xr.concat(parts, dim="chi", coords="minimal", compat="override",
+                              join="outer"))
 
 
 def theory_table(prediction) -> xr.Dataset:
@@ -146,7 +154,7 @@ def compare(posterior, prediction, diagnosis: xr.Dataset | None = None) -> xr.Da
     out = _mark_verdicts(out, diagnosis)
     out["best_method"] = best_method(out)
     out.attrs = _attrs(est, th)
-    return out
+    return describe(out)
 
 
 def _mark_verdicts(out: xr.Dataset, diagnosis: xr.Dataset | None) -> xr.Dataset:
@@ -163,22 +171,23 @@ def _mark_verdicts(out: xr.Dataset, diagnosis: xr.Dataset | None) -> xr.Dataset:
 
 
 def best_method(out: xr.Dataset) -> xr.DataArray:
-    """The approximate theory with the smallest max |z| at each chi (exact is the reference)."""
-    cands = [m for m in out["theory"].values if m in APPROXIMATE]
-    if not cands:
-        cands = list(out["theory"].values)
-    z = out["max_abs_z"].sel({"theory": cands}).fillna(np.inf)
-    return xr.DataArray(np.asarray(cands)[z.argmin("theory").values], dims="chi")
+    """Per chi, the theory with the smallest max |z|, `exact` excluded (it is the reference);
+    NONE_WITHIN where even that one is flagged (max |z| > Z_FLAG)."""
+    cands = [str(m) for m in out["theory"].values if m != REFERENCE] or [REFERENCE]
+    z = out["max_abs_z"].sel({"theory": cands}).fillna(np.inf).transpose("chi", "theory")
+    best = np.asarray(cands, dtype=object)[z.argmin("theory").values]
+    best[z.min("theory").values > Z_FLAG] = NONE_WITHIN
+    return xr.DataArray(best.astype(str), dims="chi")
 
 
 def _attrs(est: xr.Dataset, th: xr.Dataset) -> dict:
     """Spec (without chi) and theory attributes, netCDF-safe."""
-    keep = {k: v for k, v in th.attrs.items() if isinstance(v, (str, int, float))}
+    plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in th.attrs.items()}
+    keep = {k: v for k, v in plain.items() if isinstance(v, (str, int, float))}
     keep.pop("method", None)
     keep["methods"] = json.dumps([str(m) for m in th["theory"].values])
-    keep["z_definition"] = "(theory - sample) / MCSE"
-    keep["flagged_definition"] = f"max |z| over observables > {Z_FLAG}"
-    keep["relerr_definition"] = "||theory - sample|| / ||sample|| over points"
+    keep.update({f"{k}_definition": v for k, v in DEFINITIONS.items()})
+    keep["z_flag"] = Z_FLAG
     return keep
 
 
@@ -189,4 +198,13 @@ def against_reference(prediction, reference: str = "exact") -> xr.Dataset:
     out = xr.Dataset()
     for key in ("f_train", "f_test", "var_train", "kernel_target"):
         out[f"{key}_relerr"] = _point_norm(th[key] - ref[key]) / _point_norm(ref[key])
-    return out.drop_sel({"theory": reference})
+        out[f"{key}_relerr"].attrs["long_name"] = (
+            f"relative error against {reference} of the {_long_name(key)}")
+    out.attrs["reference"] = reference
+    return describe(out.drop_sel({"theory": reference}))
+
+
+def _long_name(key: str) -> str:
+    """The long name of an observable (its variable name when the vocabulary lacks it)."""
+    known = lookup(key)
+    return known[0] if known else key

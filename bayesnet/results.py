@@ -17,6 +17,7 @@ import xarray as xr
 
 from .datasets import Dataset
 from .spec import NetworkSpec
+from .vocabulary import describe
 
 # posterior variables per draw and their dimensions besides (chain, draw)
 POSTERIOR_VARS = {
@@ -102,4 +103,4 @@ def to_datatree(draws_out: Mapping[str, np.ndarray], ksums: tuple, spec: Network
     tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats, "kernel": kern,
                                   "observed_data": obs, "constant_data": const})
     tree.attrs = run_attrs(spec, data, **run)
-    return tree
+    return describe(tree)  # long_name/units on every variable (bayesnet/vocabulary.py)
