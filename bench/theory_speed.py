@@ -1,23 +1,18 @@
 """Benchmark theory.predict: linear net P=1000 over 30 chis; erf net P=200 over 20 chis (tree).
 
-Usage: .venv/bin/python bench/theory.py [--quick]
+Usage: .venv/bin/python bench/theory_speed.py [--quick]
 Targets (issue 3): linear < 0.1 s after compilation; erf tree < 30 s on 2 CPU cores.
 """
 import argparse
+import functools
 import os
 import platform
-import sys
 import time
 
 # single-threaded numpy BLAS: on a shared 2-core box OpenBLAS threads spin against XLA's threads
 # (measured: a 200 x 200 solve took 0.1 s); set before numpy is imported
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
-
-# this file is named theory.py: keep its folder off sys.path so `import theory` finds the package
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-sys.path.insert(0, os.path.dirname(_here))
 
 import numpy as np  # noqa: E402
 
@@ -39,6 +34,17 @@ def timed(fn, repeats=3):
     return first, best, out
 
 
+def rescaling_core(spec, data, chis):
+    """Outputs only (no P x P kernels): SVD, one scalar root per chi, means and variances."""
+    D = data.dim
+    sp = theory.rescaling.linear_spectrum(data.X, data.y, spec.g_v)
+    B = sp.project(spec.g_v / D * data.X_test @ data.X.T)
+    k_te = spec.g_v / D * np.sum(data.X_test ** 2, axis=1)
+    for chi in chis:
+        u = theory.rescaling.solve_ubar(sp, spec.g_w, spec.width, chi, spec.kappa)
+        theory.rescaling.rescaled_outputs(sp, B, k_te, u, chi, spec.kappa)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="one repeat for the erf case")
@@ -48,19 +54,12 @@ def main():
         data = bn.ising(1000, 200, D, flip=0.2, seed=0)
         spec = bn.NetworkSpec(width=500, kappa=0.5)
         chis = np.geomspace(1, 500, 30)
-        def core():
-            """Outputs only (no P x P kernels): SVD, 30 scalar roots, means and variances."""
-            sp = theory.rescaling.linear_spectrum(data.X, data.y, spec.g_v)
-            B = sp.project(spec.g_v / D * data.X_test @ data.X.T)
-            k_te = spec.g_v / D * np.sum(data.X_test ** 2, axis=1)
-            for chi in chis:
-                u = theory.rescaling.solve_ubar(sp, spec.g_w, spec.width, chi, spec.kappa)
-                theory.rescaling.rescaled_outputs(sp, B, k_te, u, chi, spec.kappa)
-        first, best, _ = timed(core)
+        first, best, _ = timed(functools.partial(rescaling_core, spec, data, chis))
         print(f"linear P=1000 D={D} N=500 30 chis one_loop outputs only (rescaling module): "
               f"{best:.4f} s")
         for method in ("one_loop", "tree"):
-            first, best, ds = timed(lambda: theory.predict(spec, data, chis, method=method))
+            first, best, ds = timed(functools.partial(theory.predict, spec, data, chis,
+                                                      method=method))
             print(f"linear P=1000 D={D} N=500 30 chis {method:9s}: first {first:.3f} s, "
                   f"after compilation {best:.3f} s (converged {bool(ds.converged.all())})")
     data = bn.ising(200, 100, 50, flip=0.2, seed=0)
