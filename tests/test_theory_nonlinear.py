@@ -1,11 +1,12 @@
 """theory for non-linear nets (tilted single-neuron measure), predict's schema and bad inputs."""
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import bayesnet as bn
 import theory
 from theory import tilted
+from theory.schema import PriorKernels
 
 VARS = {"f_train": ("chi", "train"), "f_test": ("chi", "test"), "var_train": ("chi", "train"),
         "var_test": ("chi", "test"), "discrepancy_train": ("chi", "train"),
@@ -24,35 +25,37 @@ def small():
     return bn.ising(24, 10, 16, flip=0.1, seed=4)
 
 
-@pytest.mark.parametrize("one_loop,prior", [(False, True), (True, False)])
-def test_closed_form_jacobian_equals_autodiff(small, one_loop, prior):
+@pytest.mark.parametrize("prior", [True, False])
+def test_closed_form_jacobian_equals_autodiff(small, prior):
     X, y = small.X, jnp.asarray(small.y)
     draws = tilted.prior_draws("erf", X, small.X_test, 1.0, 2048, 0, True)
     K = jnp.asarray(theory.kernel("erf", X, X, 1.0))
-    lam = jnp.linalg.eigvalsh(K)
     log_q = draws.log_q if prior else -0.3 * (draws.phi @ y) ** 2
-    z = jnp.append(0.8 * y, 0.1) if one_loop else 0.8 * y
-    args = (draws.phi, log_q, K, lam, y, 1.0, 0.3, 0.7, 32.0)
-    a = tilted.jacobian(z, *args, one_loop=one_loop, prior=prior)
-    b = tilted.autodiff_jacobian(z, *args, one_loop=one_loop, prior=prior)
+    args = (draws.phi, log_q, K, y, 1.0, 0.3, 0.7 / 0.09)
+    a = tilted.jacobian(0.8 * y, *args, prior=prior)
+    b = tilted.autodiff_jacobian(0.8 * y, *args, prior=prior)
     assert float(jnp.max(jnp.abs(a - b))) < 1e-9
 
 
-@pytest.mark.parametrize("method", ["tree", "one_loop"])
-def test_tilted_solver_with_linear_phi_matches_closed_form(small, method):
-    """The importance-sampling saddle point reproduces sec 5.2/5.3 when phi is the identity."""
+def test_tilted_solver_with_linear_phi_matches_closed_form(small):
+    """The importance-sampling saddle point reproduces the closed-form linear tree level when
+    phi is the identity: the mean of 3 seeds agrees within 4 seed standard errors (norm over the
+    points), and every run within 4 x its seed scatter."""
     spec = bn.NetworkSpec(width=32, kappa=0.3)
     chis = np.array([1.0, 4.0, 16.0])
-    kern = {"K": np.asarray(theory.kernel("linear", small.X, small.X, 1.0)),
-            "K_tt": np.asarray(theory.kernel("linear", small.X_test, small.X, 1.0)),
-            "k_test": np.asarray(theory.kernel_diag("linear", small.X_test, 1.0))}
-    rows = tilted.anneal(spec, small, chis, kern, one_loop=method == "one_loop", n_draws=16384)
-    ref = theory.predict(spec, small, chis, method=method)
-    for i, row in enumerate(rows):
-        assert row["converged"]
-        assert _rel(row["f_train"], ref.f_train.values[i]) < 5e-3
-        assert _rel(row["f_test"], ref.f_test.values[i]) < 5e-3
-        assert abs(row["ubar"] / float(ref.ubar[i]) - 1) < 1e-2
+    kern = PriorKernels(np.asarray(theory.kernel("linear", small.X, small.X, 1.0)),
+                        np.asarray(theory.kernel("linear", small.X_test, small.X, 1.0)),
+                        np.asarray(theory.kernel_diag("linear", small.X_test, 1.0)))
+    ref = theory.predict(spec, small, chis, method="tree")
+    runs = [tilted.anneal(spec, small, chis, kern, n_draws=8192, seed=s) for s in range(3)]
+    for side in ("f_train", "f_test"):
+        f = np.array([[getattr(r.row, side) for r in run] for run in runs])  # (seed, chi, P)
+        assert all(r.row.converged for run in runs for r in run)
+        sd = np.linalg.norm(f.std(axis=0, ddof=1), axis=-1)  # (chi,)
+        d = np.linalg.norm(f - ref[side].values[None], axis=-1)  # (seed, chi)
+        assert np.all(np.linalg.norm(f.mean(0) - ref[side].values, axis=-1) < 4 * sd / np.sqrt(3))
+        assert np.all(d < 4 * sd)
+        assert np.all(sd < 1e-2 * np.linalg.norm(ref[side].values, axis=-1))  # resolves it
 
 
 def test_erf_annealing_converges_and_population_agrees_with_is(small):
@@ -70,14 +73,18 @@ def test_erf_annealing_converges_and_population_agrees_with_is(small):
                          max_refresh=1, n_chains=128)
     assert pop.attrs["population_refreshes"][0] == 1
     assert not pop.converged.values[0]  # ESS target unreachable: reported, not hidden
-    assert _rel(pop.f_train.values[0], ds.f_train.values[-1]) < 5e-3
-    assert abs(float(pop.kernel_target[0]) / float(ds.kernel_target[-1]) - 1) < 2e-2
+    # the HMC population estimates the same tilted measure: relative Monte-Carlo error of the
+    # outputs is ~1/sqrt(ESS) per importance-sampling estimate (~1e-2 here); we allow 3x that
+    tol = 3.0 / np.sqrt(min(pop.attrs["ess"][0], ds.attrs["ess"][-1]))
+    assert _rel(pop.f_train.values[0], ds.f_train.values[-1]) < tol
+    assert abs(float(pop.kernel_target[0]) / float(ds.kernel_target[-1]) - 1) < tol
 
 
-@pytest.mark.parametrize("method", ["nngp", "rescaling_tree", "tree", "one_loop"])
+@pytest.mark.parametrize("method", ["nngp", "rescaling_tree", "rescaling_one_loop", "tree",
+                                    "one_loop"])
 def test_schema(small, method):
     spec = bn.NetworkSpec(width=16, kappa=0.5, activation="tanh", chi=2.0)
-    ds = theory.predict(spec, small, method=method, n_draws=2048)
+    ds = theory.predict(spec, small, method=method, order="first", n_draws=2048)
     assert list(ds.chi.values) == [2.0]
     for name, dims in VARS.items():
         assert ds[name].dims == dims, name
@@ -91,6 +98,10 @@ def test_schema(small, method):
     assert np.isclose(float(ds.kernel_target[0]), yhat @ K @ yhat)
     assert np.isclose(float(ds.kernel_trace[0]), np.trace(K) / small.n_train)
     assert (ds.var_train.values > 0).all() and (ds.var_test.values > 0).all()
+    assert all("long_name" in ds[v].attrs for v in VARS)
+    if method == "one_loop":
+        for v in ("correction_size_train", "correction_mcse_test"):
+            assert ds[v].dims == ("chi",) and np.isfinite(ds[v].values).all()
 
 
 @pytest.mark.parametrize("chis,match", [([], "chis"), ([1.0, np.nan], "chis"),
@@ -112,3 +123,21 @@ def test_bad_method_spec_and_activation(small):
     object.__setattr__(spec, "activation", "softsign")  # bypass the spec's own validation
     with pytest.raises(ValueError, match="activation"):
         theory.predict(spec, small)
+    with pytest.raises(ValueError, match="order"):
+        theory.predict(bn.NetworkSpec(width=8), small, order="second")
+    for method in theory.LINEAR_ONLY:
+        with pytest.raises(ValueError, match="linear"):
+            theory.predict(bn.NetworkSpec(width=8, activation="erf"), small, method=method)
+
+
+def test_hmc_population_samples_the_tilted_measure():
+    """Zero tilt: the population samples the prior N(0, g_v/D I); its second moment matches
+    g_v/D within 5 standard errors of the chain average (independent momentum, jitter and
+    accept keys)."""
+    import jax
+    X = jnp.asarray(bn.ising(8, 2, 4, seed=0).X)
+    V0 = jax.random.normal(jax.random.PRNGKey(0), (256, 4)) * 0.5
+    V = tilted.hmc_population(jax.random.PRNGKey(1), V0, X, "erf", jnp.zeros(8), 0.0, 1.0)
+    v2 = np.asarray(V) ** 2  # (n_keep * C, D)
+    se = v2.reshape(32, 256, 4).mean(axis=0).std(axis=0, ddof=1) / np.sqrt(256)  # over chains
+    assert np.all(np.abs(v2.mean(axis=0) - 0.25) < 5 * se)

@@ -4,6 +4,6 @@ Importing `theory` loads no sampler and no NumPyro, and leaves JAX's precision a
 and the kernel functions run in float64 inside their own call (bayesnet.precision).
 """
 from .kernels import input_kernel, kernel, kernel_diag
-from .predict import METHODS, predict
+from .predict import LINEAR_ONLY, METHODS, predict
 
-__all__ = ["kernel", "kernel_diag", "input_kernel", "predict", "METHODS"]
+__all__ = ["kernel", "kernel_diag", "input_kernel", "predict", "METHODS", "LINEAR_ONLY"]

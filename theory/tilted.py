@@ -1,6 +1,7 @@
 """Non-linear tree level: expectations under the tilted single-neuron measure and the f-solve.
 
-Tilted measure (shared/theory.md sec 4.2, 6):  p(v) ~ N(v; 0, g_v/D I) exp(c (Delta^T phi(X v))^2 / 2),
+Tilted measure (docs/one_loop.md, "The tilted saddle point"):
+  p(v) ~ N(v; 0, g_v/D I) exp(c (Delta^T phi(X v))^2 / 2),
 c = g_w chi / (N kappa^2), Delta = y - f.  Q(f) = <phi(Xv) phi(Xv)^T> (P, P), dimensionless.
 
 Estimator: self-normalised importance sampling over FIXED draws (common random numbers, so f -> Q
@@ -12,12 +13,16 @@ draws are accounted for exactly without being stored; for other phi the mirrored
 added as antithetic variates.  When the effective sample size falls below `ess_min`, the draws are
 replaced by a population of short HMC chains of the D-dim tilted measure (population sampler),
 which then serve as the proposal of the same importance-sampling estimator.
+At each requested chi the solver hands the draws at the solution to the fluctuation corrections
+as a `fluctuation.TiltedSample` (`tilted_sample`).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +31,8 @@ import numpy as np
 from bayesnet.activations import ACTIVATIONS
 
 from . import adaptive, gp
+from .fluctuation import TiltedSample
+from .schema import PriorKernels, Row
 
 
 @dataclasses.dataclass
@@ -40,17 +47,19 @@ class Draws:
     prior: bool
 
 
-def features(activation, V, X):
+def features(activation: str, V: jnp.ndarray, X) -> jnp.ndarray:
     """phi(X v_m) for every draw: (M, P)."""
     return ACTIVATIONS[activation](V @ jnp.asarray(X).T)  # (M, P)
 
 
-def prior_draws(activation, X, X_test, g_v, n_draws, seed, odd) -> Draws:
-    """M prior draws v ~ N(0, g_v/D I) (plus antithetic mirrors -v for non-odd phi)."""
+def prior_draws(activation: str, X, X_test, g_v: float, n_draws: int, seed: int,
+                odd: bool) -> Draws:
+    """M prior draws v ~ N(0, g_v/D I) (plus antithetic mirrors -v for non-odd phi, interleaved
+    so that contiguous even-sized batches keep each pair together)."""
     D = X.shape[1]
     V = jax.random.normal(jax.random.PRNGKey(seed), (n_draws, D)) * math.sqrt(g_v / D)  # (M, D)
     if not odd:
-        V = jnp.concatenate([V, -V])  # (2M, D)
+        V = jnp.stack([V, -V], axis=1).reshape(2 * n_draws, D)  # (2M, D)
     return Draws(V, features(activation, V, X), features(activation, V, X_test),
                  jnp.zeros(V.shape[0]), True)
 
@@ -68,66 +77,42 @@ def _weight_shift(w, prior):
     return w - 1.0 / w.shape[0] if prior else w
 
 
-def _unpack(z, one_loop, g_w):
-    """Unknowns -> (f (P,), g_eff)."""
-    return (z[:-1], jnp.exp(z[-1])) if one_loop else (z, g_w)
-
-
-@functools.partial(jax.jit, static_argnames=("one_loop", "prior"))
-def residual(z, phi, log_q, K, lam, y, g_w, kappa, chi_over_N, width, one_loop, prior):
-    """Tree equation f - (g/kappa) Q(f)(y - f) (P,); one_loop adds the g_eff equation (sec 4.4)."""
-    f, g = _unpack(z, one_loop, g_w)
+@functools.partial(jax.jit, static_argnames=("prior",))
+def residual(f: jnp.ndarray, phi: jnp.ndarray, log_q: jnp.ndarray, K: jnp.ndarray, y: jnp.ndarray,
+             g_w: float, kappa: float, c: float, prior: bool) -> jnp.ndarray:
+    """Tree equation f - (g_w/kappa) Q(f)(y - f), (P,); c the tilt coefficient."""
     delta = y - f  # (P,)
-    c = g * chi_over_N / kappa ** 2
     w, s = _weights(phi, log_q, delta, c)
     wt = _weight_shift(w, prior)
     Kd = K @ delta if prior else jnp.zeros_like(delta)  # (P,)
     Qd = Kd + (wt * s) @ phi  # (P,)
-    r = f - (g / kappa) * Qd
-    if not one_loop:
-        return r
-    dQd = delta @ Qd
-    ubar = g * dQd / (delta @ K @ delta)  # Rayleigh-quotient effective scale
-    inv_g = 1.0 / g_w + jnp.sum(lam / (ubar * lam + kappa)) / width
-    return jnp.concatenate([r, jnp.atleast_1d(z[-1] + jnp.log(inv_g))])
+    return f - (g_w / kappa) * Qd
 
 
-autodiff_jacobian = jax.jit(jax.jacfwd(residual), static_argnames=("one_loop", "prior"))
+autodiff_jacobian = jax.jit(jax.jacfwd(residual), static_argnames=("prior",))
 
 
-def _tree_jacobian(f, g, phi, log_q, K, y, kappa, chi_over_N, prior):
+@functools.partial(jax.jit, static_argnames=("prior",))
+def jacobian(f: jnp.ndarray, phi: jnp.ndarray, log_q: jnp.ndarray, K: jnp.ndarray, y: jnp.ndarray,
+             g_w: float, kappa: float, c: float, prior: bool) -> jnp.ndarray:
     """d/df of f - (g/kappa) Q(f) Delta at fixed g, in closed form (P, P): one M P^2 matmul.
 
     d(Q Delta)/dDelta = K + Phi^T diag(w~ + c w s^2) Phi - c m m^T,  m = sum_m w_m s_m phi_m.
     """
     delta = y - f  # (P,)
-    c = g * chi_over_N / kappa ** 2
     w, s = _weights(phi, log_q, delta, c)
     wt = _weight_shift(w, prior)
     m = (w * s) @ phi  # (P,)
     JQ = (phi * (wt + c * w * s * s)[:, None]).T @ phi - c * jnp.outer(m, m)  # (P, P)
     if prior:
         JQ = JQ + K
-    return jnp.eye(f.shape[0]) + (g / kappa) * JQ
-
-
-@functools.partial(jax.jit, static_argnames=("one_loop", "prior"))
-def jacobian(z, phi, log_q, K, lam, y, g_w, kappa, chi_over_N, width, one_loop, prior):
-    """Jacobian of `residual`: the f-block in closed form, the g_eff row/column by autodiff."""
-    f, g = _unpack(z, one_loop, g_w)
-    J = _tree_jacobian(f, g, phi, log_q, K, y, kappa, chi_over_N, prior)  # (P, P)
-    if not one_loop:
-        return J
-    res = lambda zz: residual(zz, phi, log_q, K, lam, y, g_w, kappa, chi_over_N, width,  # noqa
-                              one_loop=True, prior=prior)
-    col = jax.jvp(res, (z,), (jnp.zeros_like(z).at[-1].set(1.0),))[1]  # (P+1,)
-    row = jax.grad(lambda zz: res(zz)[-1])(z)  # (P+1,)
-    top = jnp.concatenate([J, col[:-1, None]], axis=1)  # (P, P+1)
-    return jnp.concatenate([top, row[None, :]], axis=0)  # (P+1, P+1)
+    return jnp.eye(f.shape[0]) + (g_w / kappa) * JQ
 
 
 @functools.partial(jax.jit, static_argnames=("prior",))
-def tilted_moments(phi, phi_test, log_q, K, K_tt, k_test, delta, c, prior):
+def tilted_moments(phi: jnp.ndarray, phi_test: jnp.ndarray, log_q: jnp.ndarray, K: jnp.ndarray,
+                   K_tt: jnp.ndarray, k_test: jnp.ndarray, delta: jnp.ndarray, c: float,
+                   prior: bool) -> tuple:
     """Q train (P, P), test-train (P*, P), test diagonal (P*,), and the ESS of the weights."""
     w, _ = _weights(phi, log_q, delta, c)
     wt = _weight_shift(w, prior)
@@ -141,7 +126,8 @@ def tilted_moments(phi, phi_test, log_q, K, K_tt, k_test, delta, c, prior):
 _solve = jax.jit(jnp.linalg.solve)  # XLA's LU: avoids BLAS thread contention with JAX
 
 
-def newton(fun, jac, z0, tol, maxiter=50, reuse=0.25):
+def newton(fun: Callable, jac: Callable, z0, tol: float, maxiter: int = 50,
+           reuse: float = 0.25) -> tuple[np.ndarray, int, float, bool]:
     """Damped Newton with backtracking on max|F|; the Jacobian (the O(M P^2) part) is reused
     while each step still cuts max|F| by the factor `reuse` (chord steps).
 
@@ -180,8 +166,9 @@ def _log_density(v, X, activation, delta, c, g_v):
 
 @functools.partial(jax.jit, static_argnames=("activation", "n_warm", "n_keep", "thin",
                                              "n_leap"))
-def hmc_population(key, V0, X, activation, delta, c, g_v, n_warm=60, n_keep=32, thin=2,
-                   n_leap=6):
+def hmc_population(key: jax.Array, V0: jnp.ndarray, X: jnp.ndarray, activation: str,
+                   delta: jnp.ndarray, c: float, g_v: float, n_warm: int = 60, n_keep: int = 32,
+                   thin: int = 2, n_leap: int = 6) -> jnp.ndarray:
     """Population of HMC chains (one per row of V0 (C, D)); returns kept states (C*n_keep, D)."""
     logp = lambda v: _log_density(v, X, activation, delta, c, g_v)  # noqa: E731
     grad = jax.vmap(jax.value_and_grad(logp))
@@ -189,10 +176,10 @@ def hmc_population(key, V0, X, activation, delta, c, g_v, n_warm=60, n_keep=32, 
 
     def step(carry, key):
         V, eps = carry
-        k1, k2 = jax.random.split(key)
-        p0 = jax.random.normal(k1, V.shape)  # (C, D), unit mass
+        k_mom, k_eps, k_acc = jax.random.split(key, 3)  # independent: momentum, jitter, accept
+        p0 = jax.random.normal(k_mom, V.shape)  # (C, D), unit mass
         lp0, g0 = grad(V)
-        e = eps * jnp.exp(0.2 * jax.random.uniform(k2, (C, 1)) - 0.1)  # jittered step
+        e = eps * jnp.exp(0.2 * jax.random.uniform(k_eps, (C, 1)) - 0.1)  # jittered step
 
         def leap(_, s):
             q, p, g = s
@@ -204,7 +191,7 @@ def hmc_population(key, V0, X, activation, delta, c, g_v, n_warm=60, n_keep=32, 
         q, p, _ = jax.lax.fori_loop(0, n_leap, leap, (V, p0, g0))
         lp1, _ = grad(q)
         log_acc = lp1 - lp0 - 0.5 * jnp.sum(p * p - p0 * p0, axis=1)  # (C,)
-        acc = jnp.log(jax.random.uniform(k1, (C,))) < log_acc
+        acc = jnp.log(jax.random.uniform(k_acc, (C,))) < log_acc
         V = jnp.where(acc[:, None], q, V)
         return (V, eps), jnp.mean(acc)
 
@@ -224,7 +211,8 @@ def hmc_population(key, V0, X, activation, delta, c, g_v, n_warm=60, n_keep=32, 
     return kept.reshape(-1, D)  # (n_keep*C, D)
 
 
-def population_draws(draws, activation, X, X_test, delta, c, g_v, n_chains, seed) -> Draws:
+def population_draws(draws: Draws, activation: str, X, X_test, delta, c: float, g_v: float,
+                     n_chains: int, seed: int) -> Draws:
     """Replace the draws by a HMC population of the current tilted measure (proposal log-tilt
     stored so the same importance-sampling estimator applies to nearby f and chi)."""
     key = jax.random.PRNGKey(seed)
@@ -237,40 +225,61 @@ def population_draws(draws, activation, X, X_test, delta, c, g_v, n_chains, seed
     return Draws(V, phi, features(activation, V, X_test), -0.5 * c * s * s, False)
 
 
-@dataclasses.dataclass
-class Problem:
+class Problem(NamedTuple):
     """Static data of one non-linear solve (arrays float64)."""
 
     activation: str
     X: np.ndarray
     X_test: np.ndarray
-    y: np.ndarray
+    y: jnp.ndarray
     K: jnp.ndarray
     K_tt: jnp.ndarray
     k_test: jnp.ndarray
-    lam: jnp.ndarray
     g_w: float
     g_v: float
     kappa: float
     width: float
 
+    def tilt(self, chi: float) -> float:
+        """Tilt coefficient c at this chi (adaptive.tilt_coefficient)."""
+        return adaptive.tilt_coefficient(self.g_w, chi, self.width, self.kappa)
 
-def solve_chi(pb: Problem, draws: Draws, chi, z0, one_loop, tol, maxiter, autodiff=False):
-    """Newton solve of the tree (or one-loop recipe) equations at one chi on fixed draws;
-    autodiff=True uses the full jacfwd Jacobian instead of the closed-form f-block."""
-    args = (draws.phi, draws.log_q, pb.K, pb.lam, pb.y, pb.g_w, pb.kappa, chi / pb.width,
-            pb.width)
-    kw = dict(one_loop=one_loop, prior=draws.prior)
-    fun = lambda z: residual(z, *args, **kw)  # noqa: E731
+
+class TiltedRow(NamedTuple):
+    """The tree level at one requested chi: its predict row, the importance-sampling ESS, the
+    number of population refreshes, and whatever `at_solution` returned (None without it)."""
+
+    row: Row
+    ess: float
+    refreshes: int
+    extra: object = None
+
+
+def solve_chi(pb: Problem, draws: Draws, chi: float, f0, tol: float, maxiter: int,
+              autodiff: bool = False) -> tuple[np.ndarray, int, float, bool]:
+    """Newton solve of the tree equation at one chi on fixed draws; autodiff=True uses the
+    jacfwd Jacobian instead of the closed-form one."""
+    args = (draws.phi, draws.log_q, pb.K, pb.y, pb.g_w, pb.kappa, pb.tilt(chi))
+    fun = lambda f: residual(f, *args, prior=draws.prior)  # noqa: E731
     jac_fn = autodiff_jacobian if autodiff else jacobian
-    jac = lambda z: jac_fn(z, *args, **kw)  # noqa: E731
-    return newton(fun, jac, z0, tol, maxiter)
+    jac = lambda f: jac_fn(f, *args, prior=draws.prior)  # noqa: E731
+    return newton(fun, jac, f0, tol, maxiter)
 
 
-def _outputs(pb: Problem, draws: Draws, chi, f, g):
-    """Row of predict's schema from a solution f (P,) with readout variance g."""
+def tilted_sample(pb: Problem, draws: Draws, chi: float, f) -> TiltedSample:
+    """The draws as a TiltedSample of the tilted measure at train predictor f (P,) and chi:
+    normalised weights exp(c (Delta^T phi)^2/2) relative to the draws' proposal."""
+    w, _ = _weights(draws.phi, draws.log_q, pb.y - jnp.asarray(f), pb.tilt(chi))
+    return TiltedSample(phi=draws.phi, phi_test=draws.phi_test, w=w, K=pb.K, K_test=pb.K_tt,
+                        prior=draws.prior, y=pb.y, g_w=pb.g_w, kappa=pb.kappa, chi=float(chi),
+                        width=int(pb.width))
+
+
+def _outputs(pb: Problem, draws: Draws, chi: float, f) -> tuple[Row, float]:
+    """Tree-level row of predict's schema from a solution f (P,), and the ESS of the weights."""
+    g = pb.g_w
     delta = pb.y - f  # (P,)
-    c = g * chi / (pb.width * pb.kappa ** 2)
+    c = pb.tilt(chi)
     Q, Q_tt, q_test, ess = tilted_moments(draws.phi, draws.phi_test, draws.log_q, pb.K, pb.K_tt,
                                           pb.k_test, jnp.asarray(delta), c, prior=draws.prior)
     f_test = (g / pb.kappa) * Q_tt @ delta  # (P*,)
@@ -278,45 +287,48 @@ def _outputs(pb: Problem, draws: Draws, chi, f, g):
     _, v_te = gp.gp_posterior(g * Q, g * Q_tt, g * q_test, pb.y, pb.kappa)
     ubar = g * float(delta @ Q @ delta) / float(delta @ pb.K @ delta)
     norm = c * float(delta @ pb.K @ delta)
-    return dict(f_train=f, var_train=np.asarray(v_tr) / chi, f_test=np.asarray(f_test),
-                var_test=np.asarray(v_te) / chi, K_train=np.asarray(Q),
-                K_test_train=np.asarray(Q_tt), ubar=ubar, normalisability=norm), float(ess)
+    row = Row(f_train=np.asarray(f), var_train=np.asarray(v_tr) / chi,
+              f_test=np.asarray(f_test), var_test=np.asarray(v_te) / chi, K_train=np.asarray(Q),
+              K_test_train=np.asarray(Q_tt), ubar=ubar, normalisability=norm)
+    return row, float(ess)
 
 
-def anneal(spec, data, chis, kern, one_loop=False, odd=True, n_draws=32768, ess_min=None,
-           n_chains=512, seed=0, tol=1e-10, maxiter=50, max_ratio=2.0, max_refresh=3,
-           autodiff=False) -> list:
-    """Algorithm 1 (sec 8): NNGP start at the smallest chi of a ladder, each solution starts the
-    next chi; population draws replace the prior draws when ESS < ess_min (default M/100).
+def anneal(spec, data, chis, kern: PriorKernels, odd: bool = True, n_draws: int = 32768,
+           ess_min: float | None = None, n_chains: int = 512, seed: int = 0, tol: float = 1e-10,
+           maxiter: int = 50, max_ratio: float = 2.0, max_refresh: int = 3,
+           autodiff: bool = False,
+           at_solution: Callable[[TiltedSample], object] | None = None) -> list[TiltedRow]:
+    """Algorithm 1: NNGP start at the smallest chi of a ladder, each solution starts the next
+    chi; population draws replace the prior draws when ESS < ess_min (default M/100).
 
-    Returns predict rows (dicts) at the requested chis, with converged/iterations/residual and
-    the ESS of the final weights under key 'ess'.
+    Returns one TiltedRow per requested chi (sorted), with converged/iterations/residual in the
+    row.  at_solution(t) is called with the TiltedSample at each requested chi's solution (e.g. a
+    fluctuation correction); its result is the row's `extra`.
     """
     pb = Problem(spec.activation, np.asarray(data.X), np.asarray(data.X_test),
-                 jnp.asarray(data.y), jnp.asarray(kern["K"]), jnp.asarray(kern["K_tt"]),
-                 jnp.asarray(kern["k_test"]), jnp.asarray(np.linalg.eigvalsh(kern["K"]).clip(0)),
-                 spec.g_w, spec.g_v, spec.kappa, float(spec.width))
+                 jnp.asarray(data.y), jnp.asarray(kern.K), jnp.asarray(kern.K_test_train),
+                 jnp.asarray(kern.k_test), spec.g_w, spec.g_v, spec.kappa, float(spec.width))
     draws = prior_draws(pb.activation, pb.X, pb.X_test, pb.g_v, n_draws, seed, odd)
     ess_min = draws.phi.shape[0] / 100 if ess_min is None else ess_min
     f = np.asarray(gp.gp_posterior(spec.g_w * pb.K, spec.g_w * pb.K, spec.g_w * jnp.diag(pb.K),
                                    pb.y, pb.kappa)[0])  # NNGP start
     ladder, index = adaptive.chi_ladder(chis, spec.width, max_ratio)
-    z = np.append(f, math.log(spec.g_w)) if one_loop else f
-    sols = []
+    wanted = set(int(i) for i in index)
+    sols = {}
     for k, chi in enumerate(ladder):
         refresh = 0
         while True:
-            z_new, it, res, ok = solve_chi(pb, draws, chi, z, one_loop, tol, maxiter, autodiff)
-            f, g = (z_new[:-1], math.exp(z_new[-1])) if one_loop else (z_new, spec.g_w)
-            row, ess = _outputs(pb, draws, chi, f, g)
+            f_new, it, res, ok = solve_chi(pb, draws, chi, f, tol, maxiter, autodiff)
+            row, ess = _outputs(pb, draws, chi, f_new)
             if ess >= ess_min or refresh >= max_refresh:
                 break
-            draws = population_draws(draws, pb.activation, pb.X, pb.X_test, jnp.asarray(pb.y - f),
-                                     g * chi / (pb.width * pb.kappa ** 2), pb.g_v, n_chains,
+            draws = population_draws(draws, pb.activation, pb.X, pb.X_test,
+                                     jnp.asarray(pb.y - f_new), pb.tilt(chi), pb.g_v, n_chains,
                                      seed + 1000 * (k + 1) + refresh)
             refresh += 1
-        z = z_new
-        row.update(converged=ok and ess >= ess_min, iterations=it, residual=res, ess=ess,
-                   refreshes=refresh)
-        sols.append(row)
-    return [sols[i] for i in index]
+        f = f_new
+        if k in wanted:
+            extra = None if at_solution is None else at_solution(tilted_sample(pb, draws, chi, f))
+            row = row._replace(converged=ok and ess >= ess_min, iterations=it, residual=res)
+            sols[k] = TiltedRow(row, ess, refresh, extra)
+    return [sols[int(i)] for i in index]

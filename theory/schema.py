@@ -1,0 +1,122 @@
+"""The prediction schema shared by every theory method: chi validation, per-chi rows, Dataset.
+
+`theory.predict` (approximate methods) and `theory.exact` (exact linear results) both build their
+xarray.Dataset here, so the variables, dimensions and attributes have one definition.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import xarray as xr
+
+LONG_NAMES = {
+    "f_train": "posterior mean output, train points",
+    "f_test": "posterior mean output, test points",
+    "var_train": "posterior output variance, train points",
+    "var_test": "posterior output variance, test points",
+    "discrepancy_train": "y - f_train", "discrepancy_test": "y_test - f_test",
+    "K_train": "posterior mean hidden kernel (1/N) sum <phi phi^T>, train block",
+    "K_test_train": "posterior mean hidden kernel, test-train block",
+    "kernel_target": "yhat^T K_train yhat (target alignment of the hidden kernel)",
+    "kernel_trace": "tr K_train / P",
+    "ubar": "effective readout scale",
+    "converged": "solver converged", "iterations": "solver iterations",
+    "residual": "solver residual (max abs)",
+    "normalisability": "c Delta^T K Delta (linear tilt normalisable iff < 1)",
+}
+
+
+class PriorKernels(NamedTuple):
+    """Prior feature kernels K^phi: train K (P, P), test-train K_test_train (P*, P), test
+    diagonal k_test (P*,); dimensionless."""
+
+    K: np.ndarray
+    K_test_train: np.ndarray
+    k_test: np.ndarray
+
+
+class Row(NamedTuple):
+    """One chi of a prediction, numpy: outputs (units of y), variances (y^2), kernels."""
+
+    f_train: np.ndarray
+    var_train: np.ndarray
+    f_test: np.ndarray
+    var_test: np.ndarray
+    K_train: np.ndarray
+    K_test_train: np.ndarray
+    ubar: float = math.nan
+    converged: bool = True
+    iterations: int = 0
+    residual: float = 0.0
+    normalisability: float = math.nan
+
+
+def check_chis(chis, default: float, sort: bool = True) -> np.ndarray:
+    """Validated, ascending chi grid (float64); None means [default].
+
+    One-line ValueError naming `chis` for anything that is not a non-empty 1-D finite positive
+    sequence of numbers; sort=False requires the grid to be ascending already instead of sorting.
+    """
+    if chis is None:
+        return np.array([float(default)])
+    try:
+        arr = np.atleast_1d(np.asarray(chis, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ValueError(f"chis must be a sequence of numbers, got {chis!r}") from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"chis must be a non-empty 1-D sequence, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"chis must be finite (no NaN/inf), got {arr.tolist()}")
+    if np.any(arr <= 0):
+        raise ValueError(f"chis must all be > 0, got {arr.tolist()}")
+    if not sort and np.any(np.diff(arr) < 0):
+        raise ValueError(f"chis must be sorted ascending, got {arr.tolist()}")
+    return np.sort(arr)
+
+
+def spec_attrs(spec) -> dict:
+    """The spec's netCDF attributes without chi (chi is the Dataset's coordinate)."""
+    return {k: v for k, v in spec.to_attrs().items() if k != "chi"}
+
+
+def assemble(rows: list[Row], chis, spec, data, method: str,
+             extra: dict | None = None) -> xr.Dataset:
+    """Stack per-chi rows into the prediction Dataset over `chi`.
+
+    extra: name -> (dims without chi, (n_chi, ...) array, long_name) for method-specific
+    variables (exact s moments, correction sizes and Monte-Carlo errors, ...).
+    """
+    P, Pt = data.n_train, data.n_test
+    st = lambda k: np.stack([np.asarray(getattr(r, k)) for r in rows])  # noqa: E731
+    f_tr, f_te = st("f_train"), st("f_test")
+    K_tr = st("K_train")  # (chi, P, P)
+    yhat = np.asarray(data.y) / np.linalg.norm(data.y)
+    variables = {
+        "f_train": (("chi", "train"), f_tr), "f_test": (("chi", "test"), f_te),
+        "var_train": (("chi", "train"), st("var_train")),
+        "var_test": (("chi", "test"), st("var_test")),
+        "discrepancy_train": (("chi", "train"), np.asarray(data.y)[None] - f_tr),
+        "discrepancy_test": (("chi", "test"), np.asarray(data.y_test)[None] - f_te),
+        "K_train": (("chi", "train", "train_"), K_tr),
+        "K_test_train": (("chi", "test", "train_"), st("K_test_train")),
+        "kernel_target": (("chi",), np.einsum("a,cab,b->c", yhat, K_tr, yhat)),
+        "kernel_trace": (("chi",), np.trace(K_tr, axis1=1, axis2=2) / P),
+        "ubar": (("chi",), st("ubar").astype(np.float64)),
+        "converged": (("chi",), st("converged").astype(bool)),
+        "iterations": (("chi",), st("iterations").astype(np.int64)),
+        "residual": (("chi",), st("residual").astype(np.float64)),
+        "normalisability": (("chi",), st("normalisability").astype(np.float64))}
+    long_names = dict(LONG_NAMES)
+    for name, (dims, arr, long_name) in (extra or {}).items():
+        variables[name] = (("chi",) + tuple(dims), np.asarray(arr))
+        long_names[name] = long_name
+    ds = xr.Dataset(variables, coords={"chi": np.asarray(chis, float), "train": np.arange(P),
+                                       "test": np.arange(Pt), "train_": np.arange(P)})
+    for name, long_name in long_names.items():
+        ds[name].attrs["long_name"] = long_name
+    ds.attrs.update(spec_attrs(spec))
+    ds.attrs.update(data.to_attrs())
+    ds.attrs["method"] = method
+    return ds
