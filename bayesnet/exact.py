@@ -33,14 +33,6 @@ import numpy as np
 from . import scale_mixture
 from .results import progress_bar, to_datatree
 
-
-def check_linear(spec) -> None:
-    if spec.activation != "linear":
-        raise ValueError("method='exact' exists for activation='linear' only (the posterior "
-                         "depends on V through V^T V only for phi = identity); got "
-                         f"activation={spec.activation!r}: use method='collapsed' or 'full'")
-
-
 # ------------------------------------------------------------------ 1-D posterior of x = log s
 
 def draw_log_s(spec, data, chains, draws, rng):
@@ -153,7 +145,7 @@ def sample_exact(spec, data, chains=4, draws=1000, seed=0, progress=False, desc=
     `f_draws=True` adds per-draw exact samples of f (`f_train_draw`, `f_test_draw`) to the
     posterior group.  Timing: compile_s (XLA compilation, 0 when cached) and sample_s.
     """
-    check_linear(spec)
+    scale_mixture.check_linear(spec, remedy="use method='collapsed' or 'full'")
     N, D = spec.width, data.dim
     P, Pt = data.n_train, data.n_test
     n_perp = min(N - 1, D)

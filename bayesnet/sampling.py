@@ -11,7 +11,7 @@ import xarray as xr
 
 from . import engine
 from .datasets import Dataset
-from .models import MODELS
+from .models import MODELS, Theta
 from .precision import float64, with_float64
 from .results import progress_bar, to_datatree
 from .spec import NetworkSpec
@@ -40,9 +40,9 @@ def data_arrays(data: Dataset, dtype="float64") -> dict:
             (("X", data.X), ("y", data.y), ("X_test", data.X_test), ("y_hat", y_hat))}
 
 
-def theta_arrays(spec: NetworkSpec, dtype="float64") -> dict:
+def theta_arrays(spec: NetworkSpec, dtype="float64") -> Theta:
     """The traced scaling parameters g_v, g_w, chi, kappa."""
-    return {k: jnp.asarray(getattr(spec, k), dtype=dtype) for k in ("g_v", "g_w", "chi", "kappa")}
+    return Theta(*(jnp.asarray(getattr(spec, k), dtype=dtype) for k in Theta._fields))
 
 
 def _precision(dtype):

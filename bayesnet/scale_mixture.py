@@ -1,18 +1,20 @@
 """Exact finite-width posterior of the LINEAR one-hidden-layer network as a Gaussian scale mixture.
 
 Under the prior the outputs are f = sqrt(s) g with g ~ N(0, (g_w/chi) K), s ~ Gamma(N/2, rate N/2)
-(shared/theory.md 5.5; s = chi |w|^2 / g_w).  The posterior of s is one-dimensional,
+(docs/exact_linear.md; s = chi |w|^2 / g_w).  The posterior of s is one-dimensional,
 
     p(s | y) ∝ s^(N/2-1) e^(-N s/2) N(y; 0, (s g_w/chi) K + (kappa/chi) I),
 
 and given s the outputs are a GP with kernel (s g_w/chi) K and noise kappa/chi.  We work in
-x = log s, whose density carries s^(N/2): its mode is the one-loop rescaling u = g_w s* of 5.3.
+x = log s, whose density carries s^(N/2): its mode is the one-loop rescaling u = g_w s*
+(docs/rescaling.md).
 One eigendecomposition K = U diag(lam) U^T makes every s cost O(P); a trapezoid grid in x
 (spectrally accurate for this analytic, rapidly decaying integrand) centred on the mode, with
 spacing set by the Laplace width and halved until two levels agree, gives all moments.
 
 Notation: u = g_w s (effective readout gain, "u-bar"), a_k = u lam_k + kappa, r_k = u lam_k / a_k.
-Pure numpy/scipy float64; must not import `theory`.
+Pure numpy/scipy float64, part of the pure core (docs/layout.md): must not import `theory`,
+NumPyro or a sampler.
 """
 from __future__ import annotations
 
@@ -22,34 +24,56 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import brentq
 
+from .gp import Spectrum, linear_spectrum
 from .precision import with_float64
 
 TAIL_LOG = -40.0  # grid ends where the density is below e^-40 ~ 4e-18 of its peak
 SCAN_STEP = 0.05  # step (in log s) of the coarse scan locating the global mode
 
 
-def check_linear(spec) -> None:
-    """Raise ValueError unless the network is linear (the only case with exact results)."""
+def check_linear(spec, remedy: str = "") -> None:
+    """Raise a one-line ValueError unless the network is linear (the only case with exact results).
+
+    remedy: what the caller can do instead, appended to the message.
+    """
     if spec.activation != "linear":
         raise ValueError(
-            f"exact results exist for linear networks only, got activation={spec.activation!r}")
+            f"exact results exist for linear networks only (the posterior depends on V through "
+            f"V^T V only for phi = identity), got activation={spec.activation!r}"
+            + (f": {remedy}" if remedy else ""))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LinearProblem:
-    """Eigen-representation of one (spec, data) pair; all arrays float64."""
+    """One (spec, data) pair in the eigenbasis of its train kernel; all arrays float64.
 
-    lam: np.ndarray  # (P,) eigenvalues of K_train = (g_v/D) X X^T, clipped at 0
-    U: np.ndarray  # (P, P) eigenvectors (columns)
-    yt: np.ndarray  # (P,) U^T y
+    Only the r non-zero modes of K_train are kept (r <= min(P, D)): the others do not depend on s.
+    """
+
+    spectrum: Spectrum  # modes of K_train = (g_v/D) X X^T: lam (r,), U (P, r), yt = U^T y (r,)
     y: np.ndarray  # (P,) training targets
-    B: np.ndarray  # (P*, P) K_test,train U
+    B: np.ndarray  # (P*, r) K_test,train U
     k_ss: np.ndarray  # (P*,) diag of K_test,test
     F: np.ndarray  # (P + P*, D) factor of the joint prior kernel, K_joint = F F^T
     g_w: float
     width: float
     chi: float
     kappa: float
+
+    @property
+    def lam(self) -> np.ndarray:
+        """Non-zero eigenvalues of K_train, (r,)."""
+        return self.spectrum.lam
+
+    @property
+    def U(self) -> np.ndarray:
+        """Their eigenvectors (columns), (P, r)."""
+        return self.spectrum.U
+
+    @property
+    def yt(self) -> np.ndarray:
+        """Targets in the eigenbasis, U^T y, (r,)."""
+        return self.spectrum.yt
 
     @property
     def K(self) -> np.ndarray:
@@ -63,17 +87,15 @@ class LinearProblem:
 
 
 def prepare(spec, data) -> LinearProblem:
-    """One eigendecomposition of K_train for a linear spec and a Dataset."""
+    """One thin SVD of X for a linear spec and a Dataset: the eigenbasis of K_train."""
     check_linear(spec)
     F = np.sqrt(spec.g_v / data.dim) * np.vstack([data.X, data.X_test])  # (P+P*, D)
     P = data.n_train
-    K = F[:P] @ F[:P].T  # (P, P)
-    lam, U = np.linalg.eigh(K)
-    lam = np.clip(lam, 0.0, None)
-    B = (F[P:] @ F[:P].T) @ U  # (P*, P)
-    k_ss = np.sum(F[P:] ** 2, axis=1)  # (P*,)
     y = np.asarray(data.y, dtype=np.float64)
-    return LinearProblem(lam=lam, U=U, yt=U.T @ y, y=y, B=B, k_ss=k_ss, F=F, g_w=spec.g_w,
+    sp = linear_spectrum(data.X, y, spec.g_v)
+    B = F[P:] @ (F[:P].T @ sp.U)  # (P*, r)
+    k_ss = np.sum(F[P:] ** 2, axis=1)  # (P*,)
+    return LinearProblem(spectrum=sp, y=y, B=B, k_ss=k_ss, F=F, g_w=spec.g_w,
                          width=float(spec.width), chi=spec.chi, kappa=spec.kappa)
 
 
@@ -180,7 +202,7 @@ def _check_stats(prob, x, w):
 
 
 def quadrature(prob: LinearProblem, tol: float = 1e-12, max_levels: int = 8) -> Quadrature:
-    """Adaptive trapezoid grid in log s: start at h = sigma/2, halve until two levels agree to tol."""
+    """Adaptive trapezoid grid in log s: from h = sigma/2, halved until two levels agree to tol."""
     mode = find_mode(prob)
     sigma = 1.0 / np.sqrt(-d2log(prob, mode)[0])
     h = 0.5 * sigma
@@ -217,7 +239,10 @@ def _grid_arrays(prob, quad):
 
 
 def output_moments(prob: LinearProblem, quad: Quadrature) -> dict:
-    """E[f|y] and Var[f|y] on train (P,) and test (P*,) points (Var = E_s GP var + Var_s GP mean)."""
+    """E[f|y] and Var[f|y] on train (P,) and test (P*,) points.
+
+    Var = E_s[GP variance given s] + Var_s[GP mean given s].
+    """
     u, a = _grid_arrays(prob, quad)
     w = quad.w
     m_tr = (u * prob.lam / a * prob.yt) @ prob.U.T  # (n, P) GP means given s
@@ -231,7 +256,7 @@ def output_moments(prob: LinearProblem, quad: Quadrature) -> dict:
 
 
 def hidden_kernel(prob: LinearProblem, quad: Quadrature) -> dict:
-    """Exact posterior mean hidden kernel (1/N) sum_i <h_i h_i^T> on train (P, P), test-train (P*, P).
+    """Exact posterior mean hidden kernel (1/N) sum_i <h_i h_i^T>: train (P, P), test-train (P*, P).
 
     K_post = K + (1/N) E_s[ (chi/u) m_s m_s^T - u K (uK + kappa)^-1 K ],  m_s = GP mean given s
     (docs/exact_linear.md).
@@ -311,7 +336,7 @@ def draw_s(prob: LinearProblem, quad: Quadrature, n: int, rng) -> np.ndarray:
 
 def draw_given_s(prob: LinearProblem, s: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
     """Joint GP posterior draws of (f_train, f_test) given s (Matheron's rule), (n, P), (n, P*)."""
-    n, P = s.size, prob.lam.size
+    n, P = s.size, prob.y.size
     u = prob.g_w * s[:, None]  # (n, 1)
     a = u * prob.lam + prob.kappa  # (n, P)
     z = rng.standard_normal((n, prob.F.shape[1]))  # (n, D)

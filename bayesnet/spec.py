@@ -1,18 +1,20 @@
 """NetworkSpec: one hidden layer of width N under parameterised scaling.
 
-Conventions (shared with `theory`): v_i ~ N(0, g_v/D I), w_i ~ N(0, g_w/(chi N)),
-y ~ N(f(x), kappa/chi).  chi = 1 is standard (NTK/NNGP) scaling, chi = N mean-field.
+Conventions (shared with `theory`, docs/conventions.md): v_i ~ N(0, g_v/D I),
+w_i ~ N(0, g_w/(chi N)), y ~ N(f(x), kappa/chi).  chi = 1 is standard (NTK/NNGP) scaling,
+chi = N mean-field.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+from typing import Any
 
 from .activations import check_activation
 
 
-def _positive(name: str, value, allow_inf: bool = False) -> float:
+def _positive(name: str, value: Any) -> float:
     """Validate a strictly positive finite number; one-line error naming the parameter."""
     try:
         x = float(value)
@@ -38,7 +40,7 @@ class NetworkSpec:
     chi: float = 1.0
     kappa: float = 1.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         w = self.width
         if isinstance(w, bool) or not isinstance(w, (int,)) and not (
             isinstance(w, float) and w.is_integer()
@@ -52,7 +54,7 @@ class NetworkSpec:
             object.__setattr__(self, name, _positive(name, getattr(self, name)))
 
     @classmethod
-    def from_gamma(cls, width: int, gamma: float, **kwargs) -> "NetworkSpec":
+    def from_gamma(cls, width: int, gamma: float, **kwargs: Any) -> NetworkSpec:
         """Spec with readout variance g_w/N^gamma, i.e. chi = N^(gamma - 1)."""
         g = float(gamma)
         if not math.isfinite(g):
@@ -75,20 +77,28 @@ class NetworkSpec:
         """Exponent gamma with chi = N^(gamma - 1) (1 = standard, 2 = mean-field)."""
         return 1.0 + (math.log(self.chi) / math.log(self.width) if self.width > 1 else 0.0)
 
-    def replace(self, **changes) -> "NetworkSpec":
+    def replace(self, **changes: Any) -> NetworkSpec:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict."""
         return dataclasses.asdict(self)
 
-    def to_attrs(self, prefix: str = "") -> dict:
-        """netCDF-safe attributes: each field plus the whole spec as JSON."""
+    def to_attrs(self, prefix: str = "", chi: bool = True) -> dict[str, Any]:
+        """netCDF-safe attributes: each field plus the whole spec as JSON.
+
+        chi=False leaves chi out of both (for results that run over a chi dimension, where one
+        spec stands for the whole sweep; `from_attrs` then gives chi = 1).
+        """
         d = self.to_dict()
+        if not chi:
+            del d["chi"]
         out = {f"{prefix}{k}": v for k, v in d.items()}
         out[f"{prefix}spec"] = json.dumps(d)
         return out
 
     @classmethod
-    def from_attrs(cls, attrs: dict, prefix: str = "") -> "NetworkSpec":
+    def from_attrs(cls, attrs: dict[str, Any], prefix: str = "") -> NetworkSpec:
+        """The spec stored by `to_attrs` (under the same prefix)."""
         return cls(**json.loads(attrs[f"{prefix}spec"]))

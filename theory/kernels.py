@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesnet.activations import ACTIVATIONS
+from bayesnet.activations import ACTIVATIONS, check_activation
 from bayesnet.precision import with_float64
 
 CLOSED_FORMS = ("linear", "erf", "relu")
@@ -58,7 +58,7 @@ def _closed_form(activation, k12, k11, k22):
     return _relu_kernel(k12, k11, k22)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def radial_rule(n: int = 28):
     """Gauss rule for the weight r exp(-r^2/2) on [0, inf) (unit mass): nodes, weights (n,).
 
@@ -128,17 +128,9 @@ def quadrature_kernel(activation: str, k12, k11, k22, **kw):
     return quadrature_pairs(activation, jnp.asarray(k12).reshape(-1), a, b, **kw).reshape(P1, P2)
 
 
-def _check(activation: str) -> str:
-    """Validate that the activation has a kernel (closed form or quadrature)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation has no kernel: must be one of {sorted(ACTIVATIONS)}, "
-                         f"got {activation!r}")
-    return activation
-
-
 def kernel_from_input(activation: str, k12, k11, k22):
     """K^phi from input-kernel entries: closed form where known, quadrature otherwise."""
-    _check(activation)
+    check_activation(activation)
     k12, k11, k22 = (jnp.asarray(a, jnp.float64) for a in (k12, k11, k22))
     if activation in CLOSED_FORMS:
         return _closed_form(activation, k12, k11[:, None], k22[None, :])  # (P1, P2)
@@ -148,14 +140,14 @@ def kernel_from_input(activation: str, k12, k11, k22):
 @with_float64
 def kernel(activation: str, X1, X2, g_v: float):
     """NNGP feature kernel K^phi(X1, X2), shape (P1, P2); linear gives K^x = (g_v/D) X1 X2^T."""
-    _check(activation)
+    check_activation(activation)
     return kernel_from_input(activation, input_kernel(X1, X2, g_v), input_diag(X1, g_v),
                              input_diag(X2, g_v))
 
 
 def kernel_diag_from_input(activation: str, k11):
     """Diagonal E[phi(h_a)^2], h_a ~ N(0, k11_a), shape (P,)."""
-    _check(activation)
+    check_activation(activation)
     k11 = jnp.asarray(k11, jnp.float64)
     if activation in CLOSED_FORMS:
         return _closed_form(activation, k11, k11, k11)

@@ -10,19 +10,17 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
-from bayesnet.activations import check_activation
+from bayesnet import gp
+from bayesnet.activations import ODD, check_activation
 from bayesnet.precision import with_float64
 
-from . import adaptive, fluctuation, gp, kernels, rescaling
+from . import adaptive, fluctuation, kernels, rescaling
 from .schema import PriorKernels, Row, assemble, check_chis
 
 METHODS = ("nngp", "rescaling_tree", "rescaling_one_loop", "tree", "one_loop",
            "laplace_one_loop", "exact")
 LINEAR_ONLY = ("laplace_one_loop", "exact")  # methods that exist for linear networks only
 ORDERS = ("dressed", "first")
-# Odd activations: the tilted estimator is invariant under v -> -v, so mirrored draws need not be
-# stored.  Belongs next to ACTIVATIONS in bayesnet.activations (issue 11); kept here until then.
-ODD = ("linear", "erf", "tanh")
 
 
 class Corrected(NamedTuple):

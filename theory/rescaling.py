@@ -8,45 +8,14 @@ For non-linear activations K = K^phi (proportional-limit / Gaussian-equivalence 
 """
 from __future__ import annotations
 
-import dataclasses
-
-import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
+from bayesnet.gp import Spectrum, linear_spectrum, spectrum
 
-
-@dataclasses.dataclass(frozen=True)
-class Spectrum:
-    """Non-zero eigenmodes of a train kernel: lam (r,), U (P, r), yt = U^T y (r,), diag (P,)."""
-
-    lam: np.ndarray
-    U: np.ndarray
-    yt: np.ndarray
-    diag: np.ndarray
-
-    def project(self, K_cross) -> np.ndarray:
-        """Cross kernel rows in the eigenbasis, B = K_cross U, shape (P*, r)."""
-        return np.asarray(K_cross) @ self.U  # (P*, r)
-
-
-def spectrum(K, y, rtol: float = 1e-13) -> Spectrum:
-    """Eigendecomposition of a PSD train kernel K (P, P); modes below rtol*max(lam) dropped."""
-    lam, U = np.linalg.eigh(np.asarray(K, np.float64))
-    keep = lam > rtol * max(lam.max(), 0.0)
-    U = U[:, keep]  # (P, r)
-    return Spectrum(lam[keep], U, U.T @ np.asarray(y, np.float64), np.diag(np.asarray(K)).copy())
-
-
-def linear_spectrum(X, y, g_v: float, rtol: float = 1e-13) -> Spectrum:
-    """Spectrum of K^x = (g_v/D) X X^T from a thin SVD of X (P, D): O(P D min(P, D))."""
-    X = np.asarray(X, np.float64)
-    U, s, _ = np.linalg.svd(X, full_matrices=False)  # (P, m), (m,)
-    lam = (g_v / X.shape[1]) * s * s  # (m,)
-    keep = lam > rtol * max(lam.max(), 0.0)
-    U = U[:, keep]
-    diag = (g_v / X.shape[1]) * np.sum(X * X, axis=1)  # (P,)
-    return Spectrum(lam[keep], U, U.T @ np.asarray(y, np.float64), diag)
+# the eigen-representation lives in the pure core (shared with the exact linear posterior)
+__all__ = ["Spectrum", "spectrum", "linear_spectrum", "ubar_equation", "solve_ubar",
+           "rescaled_outputs", "fluctuation_kernel"]
 
 
 def ubar_equation(logu: float, sp: Spectrum, g_w, width, chi, kappa, trace: bool) -> float:

@@ -28,9 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesnet import gp
 from bayesnet.activations import ACTIVATIONS
 
-from . import adaptive, gp
+from . import adaptive
 from .fluctuation import TiltedSample
 from .schema import PriorKernels, Row
 
