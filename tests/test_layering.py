@@ -1,7 +1,9 @@
 """Import layering: `import theory` loads no sampler and leaves JAX's precision alone."""
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 PROBE = """
 import json, sys
@@ -25,9 +27,11 @@ def test_import_theory_loads_no_sampler_and_keeps_precision():
 
 
 def test_bayesnet_exports_are_lazy():
-    res = _probe("import json, sys\nfrom bayesnet import NetworkSpec\n"
-                 "print(json.dumps({'numpyro': 'numpyro' in sys.modules}))")
-    assert res == {"numpyro": False}
+    res = _probe("import json, sys\nimport bayesnet\n"
+                 "mods = sorted(m for m in sys.modules if m.startswith('bayesnet.'))\n"
+                 "from bayesnet import NetworkSpec\n"
+                 "print(json.dumps({'numpyro': 'numpyro' in sys.modules, 'mods': mods}))")
+    assert res == {"numpyro": False, "mods": []}
 
 
 def test_predict_runs_in_float64_without_global_switch():
@@ -44,10 +48,63 @@ print(json.dumps({'dtype': str(ds.f_train.dtype), 'x64': bool(jax.config.jax_ena
     assert _probe(code) == {"dtype": "float64", "x64": False, "after": "float32"}
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# docs/layout.md: the pure core of bayesnet and the third-party packages each layer may import
+CORE = {"spec", "activations", "datasets", "precision", "gp", "observables", "scale_mixture",
+        "vocabulary", "io", "__init__"}
+ALLOWED = {"core": {"numpy", "scipy", "jax", "xarray"},
+           "samplers": {"numpy", "scipy", "jax", "xarray", "numpyro", "tqdm"},
+           "theory": {"numpy", "scipy", "jax", "xarray"}}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(level, dotted name) of every import in a file, inside functions too."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(0, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level and not base:
+                out += [(node.level, a.name) for a in node.names]
+            else:
+                out += [(node.level, base)] + [(node.level, f"{base}.{a.name}")
+                                               for a in node.names if node.level == 0
+                                               and base == "bayesnet"]
+    return out
+
+
+def _violations(package: str, layer_of) -> list[str]:
+    """Imports in `package` that its layer may not make."""
+    bad = []
+    for path in sorted((ROOT / package).glob("*.py")):
+        layer = layer_of(path.stem)
+        for level, name in _imports(path):
+            top, _, rest = name.partition(".")
+            if level:  # a sibling module: only the core is restricted
+                ok = package != "bayesnet" or layer != "core" or top in CORE
+            elif top in sys.stdlib_module_names or top == "__future__":
+                ok = True
+            elif top == "bayesnet":
+                ok = not rest or rest.split(".")[0] in CORE
+            elif top == "theory":
+                ok = package == "theory"
+            else:
+                ok = top in ALLOWED[layer]
+            if not ok:
+                bad.append(f"{package}/{path.name}: {'.' * level}{name}")
+    return bad
+
+
+def test_layers_import_only_what_docs_layout_allows():
+    """Static check of the import rule (docs/layout.md) over every module, function-level too."""
+    bad = _violations("bayesnet", lambda m: "core" if m in CORE else "samplers")
+    bad += _violations("theory", lambda m: "theory")
+    assert bad == []
+
+
 def _internal_imports(path) -> set[str]:
     """Sibling bayesnet modules a file imports anywhere (also inside functions)."""
-    import ast
-
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 1:
@@ -62,9 +119,7 @@ def _internal_imports(path) -> set[str]:
 
 def test_bayesnet_imports_have_no_cycle():
     """The module import graph of bayesnet (function-level imports included) is acyclic."""
-    from pathlib import Path
-
-    pkg = Path(__file__).resolve().parents[1] / "bayesnet"
+    pkg = ROOT / "bayesnet"
     graph = {p.stem: _internal_imports(p) - {"__version__"} for p in pkg.glob("*.py")
              if p.stem != "__init__"}
     state: dict[str, int] = {}
