@@ -1,5 +1,25 @@
-"""analysis: diagnostics, sample-versus-theory comparison, figures, reports and the CLI."""
-from .comparison import against_reference, compare, sample_estimates, sweep_estimates  # noqa: F401
-from .diagnostics import diagnose  # noqa: F401
+"""analysis: diagnostics, sample-versus-theory comparison, sweeps, figures, reports and the CLI.
 
-__all__ = ["against_reference", "compare", "diagnose", "sample_estimates", "sweep_estimates"]
+Exports are lazy (PEP 562): `from analysis.cli import main` loads neither xarray nor ArviZ, so
+the `bayesnet` command starts at once and a Ctrl-C while it imports is handled like any other.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {"against_reference": "comparison", "compare": "comparison",
+            "sample_estimates": "comparison", "sweep_estimates": "comparison",
+            "diagnose": "diagnostics"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

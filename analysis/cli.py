@@ -1,22 +1,24 @@
-"""The `bayesnet` command line: `run` (the main job) and the single steps sample/theory/compare/report.
+"""The `bayesnet` command line: `run` (a grid sweep, then collect and report), `collect`, `report`.
 
-Files under the output folder DIR:
-  DIR/config.json            the resolved experiment (written by every step that reads a config)
-  DIR/samples/NAME_chiKK_*.nc one sample tree per network and chi (saved as soon as it is done)
-  DIR/theory.nc              theory predictions per network over (theory, chi)
-  DIR/results.nc             data, samples' summaries, diagnostics, theory, comparison
+Files under the output folder DIR (see analysis/store.py and analysis/collect.py):
+  DIR/points/<key>.nc   one finished point each (sample, every theory, comparison)
+  DIR/manifest.json     every point's state: pending, running, done, failed (with its error)
+  DIR/grid.json         the resolved config
+  DIR/sweep.nc          one dataset over the grid axes, chi and theory (opens lazily)
+  DIR/results.nc        the results tree the report reads
   DIR/report.md, DIR/figures/*.png
-Bad input ends with exit status 2 and one line on stderr.
+Exit status: 0 done, 1 some points failed, 2 bad input (one line on stderr), 130 interrupted.
+This module only parses arguments; the work is in grid, executor, collect and report.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
 
+EXIT_POINTS_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_OUT = "runs/latest"
@@ -33,194 +35,191 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bayesnet", description="Bayesian network posteriors across scaling "
-                "regimes: sample, theory, compare, report.")
+                "regimes: grid sweeps of samples and theory, collected and reported.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    helps = {"run": "the main job: sample every chi, theory, compare, report",
-             "sample": "sample every network at every chi into DIR/samples",
-             "theory": "theory predictions into DIR/theory.nc",
-             "compare": "diagnostics and comparison of DIR/samples with DIR/theory.nc into "
-                        "DIR/results.nc",
-             "report": "DIR/report.md and DIR/figures from DIR/results.nc"}
-    for name, text in helps.items():
+    run = sub.add_parser("run", help="the main job: every point of the grid (resumed), then "
+                         "collect and report", description="Sample every point of the grid, "
+                         "run every theory, compare; then collect and report.  Finished points "
+                         "are kept: a rerun resumes.")
+    run.add_argument("--config", default=None, help="grid TOML (default: the embedded one)")
+    run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    run.add_argument("--quick", action="store_true", help="apply the config's [quick] table")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    how = run.add_mutually_exclusive_group()
+    how.add_argument("--workers", type=_positive_int, default=None, metavar="K",
+                     help="a local Dask cluster of K single-threaded worker processes")
+    how.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="join a running Dask scheduler, e.g. tcp://host:8786")
+    how.add_argument("--scheduler-file", default=None, metavar="F",
+                     help="join the Dask scheduler described in file F")
+    run.add_argument("--fresh", action="store_true", help="delete the saved points first")
+    run.add_argument("--retry-failed", action="store_true", help="rerun points that failed")
+    for name, text in (("collect", "DIR/sweep.nc and DIR/results.nc from the finished points"),
+                       ("report", "DIR/report.md and DIR/figures from DIR/results.nc")):
         s = sub.add_parser(name, help=text, description=text)
-        s.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-        if name in ("run", "sample", "theory"):
-            s.add_argument("--config", default=None, help="experiment TOML (default: embedded)")
-            s.add_argument("--quick", action="store_true", help="apply the config's [quick] "
-                           "overrides (fewer chi values and draws)")
-        if name in ("run", "sample"):
-            s.add_argument("--no-progress", action="store_true", help="no progress bars")
+        s.add_argument("dir", nargs="?", default=None, metavar="DIR",
+                       help=f"output folder (default {DEFAULT_OUT})")
+        s.add_argument("--out", default=None, help=argparse.SUPPRESS)
     return p
-
-
-def compilation_cache(out: pathlib.Path) -> str:
-    """Persistent XLA cache (env JAX_COMPILATION_CACHE_DIR, else ~/.cache/bayesnet/jax)."""
-    import jax
-
-    path = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    if not path:
-        home = pathlib.Path.home() / ".cache" / "bayesnet" / "jax"
-        try:
-            home.mkdir(parents=True, exist_ok=True)
-            path = str(home)
-        except OSError:
-            path = str(out / ".jax_cache")
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _experiment(args):
-    """Config -> validated Experiment, and the prepared output folder."""
-    from . import experiment as ex
-
-    exp = ex.build(ex.load_config(args.config, quick=args.quick))
-    out = ex.prepare_out(args.out)
-    (out / "config.json").write_text(json.dumps(exp.config, indent=2))
-    return exp, out
+def _folder(args) -> pathlib.Path:
+    return pathlib.Path(args.dir or args.out or DEFAULT_OUT)
 
 
-def _read_config(out: pathlib.Path):
-    """The Experiment recorded in DIR/config.json by an earlier step."""
-    from . import experiment as ex
+def _write_grid(store, config: dict) -> None:
+    from .store import write_atomic
 
-    path = out / "config.json"
+    write_atomic(store.root / "grid.json",
+                 lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
+
+
+def _read_grid(store):
+    """The grid of DIR/grid.json, written by `bayesnet run`."""
+    from . import grid
+
+    path = store.root / "grid.json"
     if not path.is_file():
-        raise ex.ConfigError(f"no {path}: run `bayesnet sample` or `bayesnet theory` first")
-    return ex.build(json.loads(path.read_text()))
+        raise grid.ConfigError(f"no {path}: run `bayesnet run --out {store.root}` first")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise grid.ConfigError(f"{path} is unreadable: {err}") from None
+    grid.validate(config)
+    return grid.plan(config)
 
 
-def _load(path: pathlib.Path, what: str):
-    """Reopen a result file (ConfigError naming the step that writes it)."""
-    import bayesnet
-
-    from . import experiment as ex
-
-    if not path.is_file():
-        raise ex.ConfigError(f"no {what} file at {path}")
-    return bayesnet.load(path)
-
-
-def cmd_sample(args) -> dict:
-    """Sample every network at every chi."""
-    from . import experiment as ex
-
-    exp, out = _experiment(args)
-    compilation_cache(out)
-    files = ex.sample_sweep(exp, out, progress=not args.no_progress)
-    _log(f"samples saved in {out / 'samples'}")
-    return files
-
-
-def cmd_theory(args, exp=None, out=None) -> pathlib.Path:
-    """Every theory for every network into DIR/theory.nc."""
-    import bayesnet
-    import xarray as xr
-
-    from . import experiment as ex
-
-    if exp is None:
-        exp, out = _experiment(args)
-        compilation_cache(out)
-    preds = ex.theory_sweep(exp)
-    tree = xr.DataTree.from_dict({name: ds for name, ds in preds.items()})
-    tree.attrs = {"config": json.dumps(exp.config)}
-    path = bayesnet.save(tree, out / "theory.nc")
-    _log(f"theory saved in {path}")
-    return path
-
-
-def cmd_compare(args, exp=None, out=None, t_start=None) -> pathlib.Path:
-    """Diagnostics and comparison of saved samples with saved theory into DIR/results.nc."""
-    import bayesnet
-
-    from . import experiment as ex
-
-    out = pathlib.Path(args.out) if out is None else out
-    exp = _read_config(out) if exp is None else exp
-    theory_tree = _load(out / "theory.nc", "theory")
-    trees, preds = {}, {}
-    for name in exp.networks:
-        files = ex.sample_files(out, name)
-        if not files:
-            raise ex.ConfigError(f"no samples of network {name!r} in {out / 'samples'}")
-        trees[name] = [bayesnet.load(f) for f in files]
-        if name not in theory_tree.children:
-            raise ex.ConfigError(f"{out / 'theory.nc'} has no theory for network {name!r}")
-        preds[name] = theory_tree[name].to_dataset()
-    timing = {"total_s": time.perf_counter() - t_start} if t_start else {}
-    results = ex.results_tree(exp, trees, preds, timing)
-    path = bayesnet.save(results, out / "results.nc")
-    _log(f"results saved in {path}")
-    return path
-
-
-def cmd_report(args, out=None) -> pathlib.Path:
-    """DIR/report.md and figures from DIR/results.nc; prints the summary table."""
+def _report(results, out: pathlib.Path) -> pathlib.Path:
     from . import report
 
-    out = pathlib.Path(args.out) if out is None else out
-    results = _load(out / "results.nc", "results")
     path = report.write_report(results, out)
     print(report.summary_table(results))
     _log(f"report written to {path}")
     return path
 
 
-def cmd_run(args) -> None:
-    """The main job: sample, theory, compare, report in one folder."""
-    from . import experiment as ex
+def cmd_run(args) -> int:
+    """The main job: every point not done yet, then collect and report."""
+    from . import collect, executor, grid
+    from .point import compilation_cache
+    from .store import Store
 
     t0 = time.perf_counter()
-    exp, out = _experiment(args)
-    cache = compilation_cache(out)
-    _log(f"bayesnet run: {len(exp.networks)} networks x {len(next(iter(exp.chis.values())))} "
-         f"chi values, output in {out} (XLA cache {cache})")
-    ex.sample_sweep(exp, out, progress=not args.no_progress)
-    try:
-        cmd_theory(args, exp, out)
-        cmd_compare(args, exp, out, t_start=t0)
-        cmd_report(args, out)
-    except KeyboardInterrupt:
-        n = sum(len(ex.sample_files(out, name)) for name in exp.networks)
-        raise ex.Interrupted(out / "samples", n) from None
+    g = grid.plan(grid.load_config(args.config, quick=args.quick))
+    store = Store(args.out).prepare()
+    with store.locked():
+        if args.fresh:
+            store.clear()
+        _write_grid(store, g.config)
+        cache = compilation_cache()
+        where = (f"{args.workers} local Dask workers" if args.workers else
+                 f"Dask scheduler {args.scheduler or args.scheduler_file}"
+                 if args.scheduler or args.scheduler_file else "this process")
+        _log(f"bayesnet run: {len(g)} points in {len(grid.series_of(g.points))} series, "
+             f"output in {store.root}, computed in {where} (XLA cache {cache or 'off'})")
+        outcome = executor.run(g, store, workers=args.workers, scheduler=args.scheduler,
+                               scheduler_file=args.scheduler_file,
+                               progress=not args.no_progress, retry_failed=args.retry_failed,
+                               cache_dir=cache)
+        _log(f"{outcome.done} of {outcome.total} points done ({outcome.computed} computed now "
+             f"in {outcome.seconds:.1f}s), {outcome.failed} failed")
+        if outcome.done:
+            _, results = collect.collect(g, store, timing={"total_s": time.perf_counter() - t0})
+            _log(f"collected into {store.root / 'sweep.nc'} and {store.root / 'results.nc'}")
+            _report(results, store.root)
     _log(f"finished in {time.perf_counter() - t0:.1f}s")
+    if outcome.failed:
+        _log(f"{outcome.failed} of {outcome.total} points failed (errors in "
+             f"{store.manifest_path}); `bayesnet run --retry-failed` reruns them")
+        return EXIT_POINTS_FAILED
+    return 0
 
 
-COMMANDS = {"run": cmd_run, "sample": cmd_sample, "theory": cmd_theory, "compare": cmd_compare,
-            "report": cmd_report}
+def cmd_collect(args) -> int:
+    """Collect the finished points of DIR into DIR/sweep.nc and DIR/results.nc."""
+    from . import collect
+    from .store import Store
+
+    store = Store(_folder(args))
+    if not store.root.is_dir():
+        from .grid import ConfigError
+
+        raise ConfigError(f"no output folder {store.root}")
+    with store.locked():
+        g = _read_grid(store)
+        collect.collect(g, store)
+    _log(f"collected into {store.root / 'sweep.nc'} and {store.root / 'results.nc'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """DIR/report.md and figures from DIR/results.nc; prints the summary table."""
+    import xarray as xr
+
+    from .grid import ConfigError
+
+    out = _folder(args)
+    path = out / "results.nc"
+    if not path.is_file():
+        raise ConfigError(f"no results file at {path}: run `bayesnet collect {out}` first")
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            results = tree.load().copy()
+    except Exception as err:  # noqa: BLE001 - any failure to read: the file is the problem
+        raise ConfigError(f"results file {path} is unreadable ({' '.join(str(err).split())}); "
+                          f"`bayesnet collect {out}` rebuilds it") from None
+    _report(results, out)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "collect": cmd_collect, "report": cmd_report}
+
+
+def _user_error(err: Exception) -> str | None:
+    """The one line for an error the user can fix, None for an internal error (traceback)."""
+    from .grid import ConfigError
+    from .store import PointFileError
+
+    if isinstance(err, (UsageError, ConfigError, PointFileError)):
+        return " ".join(str(err).split())
+    if isinstance(err, OSError) and err.filename:  # a file the user named or must fix
+        return f"{err.strerror or err}: {err.filename}"
+    return None
 
 
 def main(argv=None) -> int:
     """Entry point of the console script `bayesnet`."""
-    from .experiment import ConfigError, Interrupted
-
     try:
         args = _parser().parse_args(argv)
-        COMMANDS[args.command](args)
-    except Interrupted as err:
-        _log(str(err))
-        return EXIT_INTERRUPTED
+        return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        _log("interrupted")
+        _log("interrupted before any point started; nothing to resume")
         return EXIT_INTERRUPTED
-    except (UsageError, ConfigError) as err:
-        _log(f"bayesnet: error: {err}")
+    except Exception as err:
+        if type(err).__name__ == "Interrupted" and type(err).__module__ == "analysis.executor":
+            _log(str(err))
+            return EXIT_INTERRUPTED
+        line = _user_error(err)
+        if line is None:
+            raise
+        _log(f"bayesnet: error: {line}")
         return EXIT_BAD_INPUT
-    except ValueError as err:
-        _log(f"bayesnet: error: {' '.join(str(err).split())}")
-        return EXIT_BAD_INPUT
-    except OSError as err:
-        _log(f"bayesnet: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "))
-        return EXIT_BAD_INPUT
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,256 @@
+"""Run the points of a grid that are not done yet: in this process, or on a Dask cluster.
+
+In-process and sequential by default (no cluster).  `workers=K` starts a dask.distributed
+LocalCluster of K single-threaded worker processes with XLA/BLAS held to one thread each and a
+shared persistent XLA cache; `scheduler`/`scheduler_file` join a running cluster instead.  Only
+this (driver) process writes the manifest; workers write their own point files atomically.
+A failed point is recorded and the others go on; a worker that dies loses only its running
+point, which Dask reschedules.  Ctrl-C cancels what runs, keeps what is saved, raises
+Interrupted.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import time
+import uuid
+import warnings
+
+from . import point as pointlib
+from .store import Store, entry, one_line
+
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a sweep; the message says what is saved and how to resume."""
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How a sweep ended: points done (in total), failed, computed now, and the total."""
+
+    total: int
+    done: int
+    failed: int
+    computed: int
+    seconds: float
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """One bar over points (done, failed, running, ETA); log lines go above it."""
+
+    def __init__(self, enabled: bool, total: int, initial: int, log):
+        self.bar, self.log = None, log
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="points", unit="pt",
+                            dynamic_ncols=True, position=0, file=sys.stderr)
+            self.log = lambda msg: tqdm.write(msg, file=sys.stderr)
+
+    def update(self, n: int, done: int, failed: int, running: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"done {done}, failed {failed}, running {running}",
+                                     refresh=False)
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def plan_states(grid, store: Store, retry_failed: bool, log=_log) -> tuple[dict, list]:
+    """Manifest entries of every point and the points to compute.
+
+    A point is done when its file opens as that point; a file that does not is recomputed
+    (named in the log).  Points that failed before are skipped unless retry_failed.
+    """
+    old = store.read_manifest()
+    entries, todo = {}, []
+    for p in grid.points:
+        problem = store.check_point(p.key)
+        prev = old.get(p.key, {})
+        if problem is None:
+            entries[p.key] = entry(p, "done", seconds=prev.get("seconds"))
+            continue
+        if prev.get("state") == "failed" and not retry_failed and not prev.get("file_error"):
+            entries[p.key] = {**entry(p, "failed", prev.get("error", "")),
+                              "updated": prev.get("updated")}
+            continue
+        if store.point_path(p.key).exists():
+            log(f"{problem}: recomputing it")
+        entries[p.key] = entry(p, "pending")
+        todo.append(p)
+    return entries, todo
+
+
+def run(grid, store: Store, workers: int | None = None, scheduler: str | None = None,
+        scheduler_file: str | None = None, progress: bool = True, retry_failed: bool = False,
+        cache_dir: str = "", log=_log) -> Outcome:
+    """Compute every point of `grid` that is not done; the manifest follows every change."""
+    t0 = time.perf_counter()
+    entries, todo = plan_states(grid, store, retry_failed, log)
+    n = len(grid.points)
+    n_done = sum(e["state"] == "done" for e in entries.values())
+    n_failed = sum(e["state"] == "failed" for e in entries.values())
+    if n_done:
+        log(f"{n_done} of {n} points done, resuming")
+    if n_failed:
+        log(f"{n_failed} points failed before and are skipped (--retry-failed reruns them)")
+    store.write_manifest(entries)
+    state = _State(entries, store, _Progress(progress and bool(todo), n, n_done + n_failed, log))
+    try:
+        if todo and (workers or scheduler or scheduler_file):
+            _run_dask(todo, store, state, workers, scheduler, scheduler_file, cache_dir)
+        elif todo:
+            _run_here(todo, store, state, progress)
+    except KeyboardInterrupt:
+        for e in entries.values():
+            if e["state"] == "running":
+                e["state"] = "pending"
+        store.write_manifest(entries)
+        state.progress.close()
+        done = sum(e["state"] == "done" for e in entries.values())
+        raise Interrupted(f"interrupted: {done} of {n} points are saved in {store.points}; "
+                          f"run the same command again to resume") from None
+    state.progress.close()
+    store.write_manifest(entries)
+    counts = {s: sum(e["state"] == s for e in entries.values()) for s in ("done", "failed")}
+    return Outcome(total=n, done=counts["done"], failed=counts["failed"], computed=state.computed,
+                   seconds=time.perf_counter() - t0)
+
+
+class _State:
+    """Manifest entries, counters and the bar, updated as results come in."""
+
+    def __init__(self, entries: dict, store: Store, progress: _Progress):
+        self.entries, self.store, self.progress = entries, store, progress
+        self.computed = 0
+
+    def counts(self) -> tuple[int, int, int]:
+        states = [e["state"] for e in self.entries.values()]
+        return states.count("done"), states.count("failed"), states.count("running")
+
+    def set_running(self, keys) -> None:
+        changed = False
+        for key, e in self.entries.items():
+            want = "running" if key in keys else ("pending" if e["state"] == "running" else None)
+            if want and e["state"] != want:
+                e["state"], changed = want, True
+        if changed:
+            self.store.write_manifest(self.entries)
+            self.progress.update(0, *self.counts())
+
+    def finish(self, p, result: dict) -> None:
+        """Record one finished or failed point."""
+        e = self.entries[p.key]
+        e.update(state=result["state"], error=result.get("error", ""),
+                 seconds=result.get("seconds"), updated=entry(p, "done")["updated"])
+        self.computed += result["state"] == "done"
+        self.store.marker_path(p.key).unlink(missing_ok=True)
+        self.store.write_manifest(self.entries)
+        tag = f"{p.network} N={p.spec.width} chi={p.chi:.4g}"
+        if result["state"] == "done":
+            self.progress.log(f"done {tag} in {result['seconds']:.1f}s: {result['summary']}")
+        else:
+            self.progress.log(f"FAILED {tag}: {result['error']} "
+                              f"(traceback in {self.store.log_path(p.key)})")
+        self.progress.update(1, *self.counts())
+
+
+def _run_here(todo, store: Store, state: _State, progress: bool) -> None:
+    """Every point in this process, one after the other; the sampler's bar under the points'."""
+    for p in todo:
+        state.set_running({p.key})
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="sampling interrupted")
+                result = pointlib.run_point(p, store.root, progress=progress,
+                                            desc=f"{p.network} chi={p.chi:.3g}")
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001 - one failed point never stops the others
+            result = pointlib.failure(p, store.root, err)
+        state.finish(p, result)
+
+
+def worker_env(cache_dir: str) -> dict:
+    """Environment of each LocalCluster worker: one XLA/BLAS thread, the shared XLA cache."""
+    xla = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""), XLA_ONE_THREAD]))
+    env = {**THREAD_ENV, "XLA_FLAGS": xla}
+    if cache_dir:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+    return env
+
+
+def _client(workers, scheduler, scheduler_file, cache_dir):
+    """A distributed Client: to a new LocalCluster of `workers` processes, or to a scheduler."""
+    from distributed import Client, LocalCluster
+
+    if scheduler or scheduler_file:
+        try:
+            client = (Client(scheduler_file=scheduler_file, timeout=30) if scheduler_file
+                      else Client(scheduler, timeout=30))
+        except (OSError, ValueError) as err:
+            from .grid import ConfigError
+
+            where = scheduler_file or scheduler
+            raise ConfigError(f"cannot reach the Dask scheduler {where}: {one_line(err)}") \
+                from None
+        return client, None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR,
+                           env=worker_env(cache_dir))
+    return Client(cluster), cluster
+
+
+def _run_dask(todo, store: Store, state: _State, workers, scheduler, scheduler_file,
+              cache_dir: str) -> None:
+    """Every point as one Dask task; results are recorded as they come in."""
+    from distributed import as_completed
+
+    client, cluster = _client(workers, scheduler, scheduler_file, cache_dir)
+    root = str(store.root.resolve())
+    tag = uuid.uuid4().hex[:8]
+    try:
+        futures = {client.submit(pointlib.task, p, root, cache_dir,
+                                 key=f"point-{p.key}-{tag}"): p for p in todo}
+        running: set = set()
+        ac = as_completed(futures)
+        while not ac.is_empty():
+            batch = ac.next_batch(block=False)
+            for fut in batch:
+                p = futures[fut]
+                running.discard(p.key)
+                if fut.status == "finished":
+                    result = fut.result()
+                else:
+                    err = fut.exception() if fut.status == "error" else None
+                    result = {"key": p.key, "state": "failed",
+                              "error": f"task {fut.status}: " + (
+                                  f"{type(err).__name__}: {one_line(err)}" if err else "")}
+                state.finish(p, result)
+            if not batch:
+                now = {f.stem for f in store.points.glob("*.running")}
+                keys = {futures[f].key for f in futures if not f.done()} & now
+                if keys != running:
+                    running = keys
+                    state.set_running(running)
+                time.sleep(0.2)
+    finally:
+        with contextlib.suppress(Exception):
+            client.cancel(list(futures)) if "futures" in locals() else None
+        with contextlib.suppress(Exception):
+            client.close(timeout=5)
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=5)
