@@ -5,11 +5,13 @@ Every set is a `Dataset` of float64 numpy arrays X (P, D), y (P,), X_test (P*, D
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def _as_array(name: str, a, ndim: int) -> np.ndarray:
+def _as_array(name: str, a: ArrayLike, ndim: int) -> np.ndarray:
     """Validate rank and finiteness; one-line error naming the array and its shape."""
     try:
         arr = np.asarray(a, dtype=np.float64)
@@ -37,7 +39,7 @@ class Dataset:
     name: str = "arrays"
     params: tuple = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         X = _as_array("X", self.X, 2)
         y = _as_array("y", self.y, 1)
         Xt = _as_array("X_test", self.X_test, 2)
@@ -58,17 +60,20 @@ class Dataset:
 
     @property
     def n_train(self) -> int:
+        """Number of training points P."""
         return self.X.shape[0]
 
     @property
     def n_test(self) -> int:
+        """Number of test points P*."""
         return self.X_test.shape[0]
 
     @property
     def dim(self) -> int:
+        """Input dimension D."""
         return self.X.shape[1]
 
-    def to_attrs(self) -> dict:
+    def to_attrs(self) -> dict[str, Any]:
         """netCDF-safe description of the data set."""
         out = {"data_name": self.name, "n_train": self.n_train, "n_test": self.n_test,
                "dim": self.dim}
@@ -76,12 +81,14 @@ class Dataset:
         return out
 
 
-def from_arrays(X, y, X_test, y_test, name: str = "arrays") -> Dataset:
+def from_arrays(X: ArrayLike, y: ArrayLike, X_test: ArrayLike, y_test: ArrayLike,
+                name: str = "arrays") -> Dataset:
     """Wrap the user's own arrays, validated (finite, 2-D X, matching lengths and dims)."""
     return Dataset(X, y, X_test, y_test, name=name)
 
 
-def _count(name, n, minimum=1):
+def _count(name: str, n: Any, minimum: int = 1) -> int:
+    """Validate a count; one-line error naming the parameter."""
     if isinstance(n, bool) or int(n) != n or int(n) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
     return int(n)
@@ -94,7 +101,8 @@ def ising(n_train: int = 64, n_test: int = 64, dim: int = 32, flip: float = 0.1,
     Prototype: +1 on the first half of the D spins, -1 on the second; label y = +1 for it and
     -1 for its negative; every spin of a sample flips independently with probability `flip`.
     """
-    n_train, n_test, dim = _count("n_train", n_train), _count("n_test", n_test), _count("dim", dim, 2)
+    n_train, n_test = _count("n_train", n_train), _count("n_test", n_test)
+    dim = _count("dim", dim, 2)
     if not 0.0 <= float(flip) < 0.5:
         raise ValueError(f"flip must be in [0, 0.5), got {flip!r}")
     rng = np.random.default_rng(seed)
@@ -142,7 +150,8 @@ def xor(n_train: int = 64, n_test: int = 64, dim: int = 16, separation: float = 
 
     Not linearly separable: a linear network cannot fit it beyond the noise, a non-linear one can.
     """
-    n_train, n_test, dim = _count("n_train", n_train), _count("n_test", n_test), _count("dim", dim, 2)
+    n_train, n_test = _count("n_train", n_train), _count("n_test", n_test)
+    dim = _count("dim", dim, 2)
     if not np.isfinite(separation) or separation <= 0:
         raise ValueError(f"separation must be a finite number > 0, got {separation!r}")
     if not np.isfinite(noise) or noise < 0:
@@ -165,7 +174,7 @@ def xor(n_train: int = 64, n_test: int = 64, dim: int = 16, separation: float = 
 DATASETS = {"ising": ising, "teacher": teacher, "xor": xor}
 
 
-def make(name: str, **kwargs) -> Dataset:
+def make(name: str, **kwargs: Any) -> Dataset:
     """Build a named data set (`ising`, `teacher`, `xor`) from keyword parameters."""
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")

@@ -8,7 +8,7 @@ import tempfile
 import xarray as xr
 
 
-def save(tree: xr.DataTree, path) -> pathlib.Path:
+def save(tree: xr.DataTree, path: str | os.PathLike) -> pathlib.Path:
     """Write `tree` to `path` atomically: a temporary file in the same folder, then a rename."""
     path = pathlib.Path(path)
     folder = path.parent if str(path.parent) else pathlib.Path(".")
@@ -28,7 +28,7 @@ def save(tree: xr.DataTree, path) -> pathlib.Path:
     return path
 
 
-def load(path) -> xr.DataTree:
+def load(path: str | os.PathLike) -> xr.DataTree:
     """Reopen a saved result tree fully into memory (the file is closed afterwards)."""
     path = pathlib.Path(path)
     if not path.is_file():

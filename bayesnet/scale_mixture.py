@@ -24,14 +24,16 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import brentq
 
+from .datasets import Dataset
 from .gp import Spectrum, linear_spectrum
 from .precision import with_float64
+from .spec import NetworkSpec
 
 TAIL_LOG = -40.0  # grid ends where the density is below e^-40 ~ 4e-18 of its peak
 SCAN_STEP = 0.05  # step (in log s) of the coarse scan locating the global mode
 
 
-def check_linear(spec, remedy: str = "") -> None:
+def check_linear(spec: NetworkSpec, remedy: str = "") -> None:
     """Raise a one-line ValueError unless the network is linear (the only case with exact results).
 
     remedy: what the caller can do instead, appended to the message.
@@ -86,7 +88,7 @@ class LinearProblem:
         return self.B @ self.U.T
 
 
-def prepare(spec, data) -> LinearProblem:
+def prepare(spec: NetworkSpec, data: Dataset) -> LinearProblem:
     """One thin SVD of X for a linear spec and a Dataset: the eigenbasis of K_train."""
     check_linear(spec)
     F = np.sqrt(spec.g_v / data.dim) * np.vstack([data.X, data.X_test])  # (P+P*, D)
@@ -101,7 +103,7 @@ def prepare(spec, data) -> LinearProblem:
 
 # ------------------------------------------------------------------ log density of x = log s
 
-def log_ratio(prob: LinearProblem, x, x0: float) -> np.ndarray:
+def log_ratio(prob: LinearProblem, x: np.ndarray | float, x0: float) -> np.ndarray:
     """log p(x|y) - log p(x0|y) for x = log s, shape of x; stable for x near x0 at any N."""
     d = np.atleast_1d(np.asarray(x, dtype=np.float64)) - x0  # (n,)
     u0 = prob.g_w * np.exp(x0)
@@ -114,7 +116,7 @@ def log_ratio(prob: LinearProblem, x, x0: float) -> np.ndarray:
     return gamma + logdet + quad
 
 
-def dlog(prob: LinearProblem, x) -> np.ndarray:
+def dlog(prob: LinearProblem, x: np.ndarray | float) -> np.ndarray:
     """d/dx log p(x|y), x = log s; shape of x."""
     x = np.atleast_1d(np.asarray(x, dtype=np.float64))
     u = prob.g_w * np.exp(x)[:, None]  # (n, 1)
@@ -124,7 +126,7 @@ def dlog(prob: LinearProblem, x) -> np.ndarray:
             + 0.5 * prob.chi * np.sum(prob.yt**2 * r / a, axis=1))
 
 
-def d2log(prob: LinearProblem, x) -> np.ndarray:
+def d2log(prob: LinearProblem, x: np.ndarray | float) -> np.ndarray:
     """d^2/dx^2 log p(x|y), x = log s; shape of x."""
     x = np.atleast_1d(np.asarray(x, dtype=np.float64))
     u = prob.g_w * np.exp(x)[:, None]  # (n, 1)
@@ -224,7 +226,7 @@ def quadrature(prob: LinearProblem, tol: float = 1e-12, max_levels: int = 8) -> 
 
 # ------------------------------------------------------------------ posterior moments
 
-def s_moments(quad: Quadrature) -> dict:
+def s_moments(quad: Quadrature) -> dict[str, float]:
     """Posterior mean, std of s and mode s* of the log-s density (u_one-loop = g_w s*)."""
     s = np.exp(quad.x)
     mean = quad.w @ s
@@ -238,7 +240,7 @@ def _grid_arrays(prob, quad):
     return u, u * prob.lam + prob.kappa
 
 
-def output_moments(prob: LinearProblem, quad: Quadrature) -> dict:
+def output_moments(prob: LinearProblem, quad: Quadrature) -> dict[str, np.ndarray]:
     """E[f|y] and Var[f|y] on train (P,) and test (P*,) points.
 
     Var = E_s[GP variance given s] + Var_s[GP mean given s].
@@ -255,7 +257,7 @@ def output_moments(prob: LinearProblem, quad: Quadrature) -> dict:
     return {"mean_train": mean_tr, "mean_test": mean_te, "var_train": var_tr, "var_test": var_te}
 
 
-def hidden_kernel(prob: LinearProblem, quad: Quadrature) -> dict:
+def hidden_kernel(prob: LinearProblem, quad: Quadrature) -> dict[str, np.ndarray]:
     """Exact posterior mean hidden kernel (1/N) sum_i <h_i h_i^T>: train (P, P), test-train (P*, P).
 
     K_post = K + (1/N) E_s[ (chi/u) m_s m_s^T - u K (uK + kappa)^-1 K ],  m_s = GP mean given s
@@ -279,7 +281,8 @@ def with_chi(prob: LinearProblem, chi: float) -> LinearProblem:
     return dataclasses.replace(prob, chi=float(chi))
 
 
-def posterior(spec, data, tol: float = 1e-12, prob: LinearProblem | None = None) -> dict:
+def posterior(spec: NetworkSpec, data: Dataset, tol: float = 1e-12,
+              prob: LinearProblem | None = None) -> dict:
     """Everything exact for one spec: s moments, outputs, hidden kernel, quadrature diagnostics.
 
     prob: a prepared problem for the same data, g_v, g_w, N, kappa (its chi is replaced).
@@ -315,7 +318,8 @@ def _envelope(prob, quad):
     return dl, mass / mass.sum(), max(logM, 1e-3)
 
 
-def draw_s(prob: LinearProblem, quad: Quadrature, n: int, rng) -> np.ndarray:
+def draw_s(prob: LinearProblem, quad: Quadrature, n: int,
+           rng: np.random.Generator) -> np.ndarray:
     """n exact draws of s by rejection from a piecewise-exponential envelope of p(log s | y)."""
     dl, pc, logM = _envelope(prob, quad)
     out, worst = [], -np.inf
@@ -334,7 +338,8 @@ def draw_s(prob: LinearProblem, quad: Quadrature, n: int, rng) -> np.ndarray:
     return np.exp(np.concatenate(out)[:n])
 
 
-def draw_given_s(prob: LinearProblem, s: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+def draw_given_s(prob: LinearProblem, s: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Joint GP posterior draws of (f_train, f_test) given s (Matheron's rule), (n, P), (n, P*)."""
     n, P = s.size, prob.y.size
     u = prob.g_w * s[:, None]  # (n, 1)
@@ -349,7 +354,7 @@ def draw_given_s(prob: LinearProblem, s: np.ndarray, rng) -> tuple[np.ndarray, n
 
 
 @with_float64
-def draw_outputs(spec, data, n_draws: int, seed: int = 0) -> OutputDraws:
+def draw_outputs(spec: NetworkSpec, data: Dataset, n_draws: int, seed: int = 0) -> OutputDraws:
     """n_draws exact i.i.d. posterior draws of the outputs (train and test jointly) and of s."""
     prob = prepare(spec, data)
     quad = quadrature(prob)

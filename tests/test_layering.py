@@ -53,7 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = {"spec", "activations", "datasets", "precision", "gp", "observables", "scale_mixture",
         "vocabulary", "io", "__init__"}
 ALLOWED = {"core": {"numpy", "scipy", "jax", "xarray"},
-           "samplers": {"numpy", "scipy", "jax", "xarray", "numpyro", "tqdm"},
+           # BlackJAX and optax (its optimiser, for ChEES adaptation): optional sampler backends
+           "samplers": {"numpy", "scipy", "jax", "xarray", "numpyro", "tqdm", "blackjax",
+                        "optax"},
            "theory": {"numpy", "scipy", "jax", "xarray"}}
 
 

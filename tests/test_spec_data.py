@@ -17,6 +17,9 @@ def test_spec_defaults_and_scaling():
     assert bn.NetworkSpec.from_gamma(64, 1.0).chi == 1.0
     assert bn.NetworkSpec.from_gamma(64, 1.5).chi == pytest.approx(8.0)
     assert bn.NetworkSpec.from_attrs(s.to_attrs()) == s
+    sweep = s.to_attrs(prefix="net_", chi=False)  # one spec for a result over a chi dimension
+    assert "net_chi" not in sweep and sweep["net_width"] == 64
+    assert bn.NetworkSpec.from_attrs(sweep, prefix="net_") == s.replace(chi=1.0)
 
 
 @pytest.mark.parametrize("field,value", [

@@ -1,4 +1,4 @@
-"""NNGP feature kernels K^phi_ab = E_{h ~ N(0, K^x)}[phi(h_a) phi(h_b)] (shared/theory.md sec 3).
+"""NNGP feature kernels K^phi_ab = E_{h ~ N(0, K^x)}[phi(h_a) phi(h_b)] (docs/conventions.md).
 
 Closed forms for linear, erf and relu; a 2-D polar Gauss quadrature for any other elementwise
 activation (tanh, ...).  The quadrature splits the angle at the zeros of both pre-activations, so
@@ -8,6 +8,7 @@ All arrays float64: the public functions run under bayesnet.precision.float64.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,17 +17,19 @@ import numpy as np
 from bayesnet.activations import ACTIVATIONS, check_activation
 from bayesnet.precision import with_float64
 
+ArrayLike = Any  # numpy or jax array, or nested sequences
+
 CLOSED_FORMS = ("linear", "erf", "relu")
 
 
 @with_float64
-def input_kernel(X1, X2, g_v: float):
+def input_kernel(X1: ArrayLike, X2: ArrayLike, g_v: float) -> jax.Array:
     """Input kernel K^x = (g_v/D) X1 X2^T, dimensionless, shape (P1, P2)."""
     X1, X2 = jnp.asarray(X1, jnp.float64), jnp.asarray(X2, jnp.float64)
     return (g_v / X1.shape[1]) * X1 @ X2.T  # (P1, P2)
 
 
-def input_diag(X, g_v: float):
+def input_diag(X: ArrayLike, g_v: float) -> jax.Array:
     """Diagonal of the input kernel, (g_v/D)|x_a|^2, shape (P,)."""
     X = jnp.asarray(X, jnp.float64)
     return (g_v / X.shape[1]) * jnp.sum(X * X, axis=1)  # (P,)
@@ -59,7 +62,7 @@ def _closed_form(activation, k12, k11, k22):
 
 
 @functools.cache
-def radial_rule(n: int = 28):
+def radial_rule(n: int = 28) -> tuple[np.ndarray, np.ndarray]:
     """Gauss rule for the weight r exp(-r^2/2) on [0, inf) (unit mass): nodes, weights (n,).
 
     Jacobi matrix by Lanczos on a fine discretisation of the weight (discretised Stieltjes).
@@ -107,8 +110,8 @@ def _pair_quadrature(phi, k12, k11, k22, n_r, n_theta):
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "n_r", "n_theta", "chunk"))
-def quadrature_pairs(activation: str, k12, k11, k22, n_r: int = 32, n_theta: int = 32,
-                     chunk: int = 256):
+def quadrature_pairs(activation: str, k12: jax.Array, k11: jax.Array, k22: jax.Array,
+                     n_r: int = 32, n_theta: int = 32, chunk: int = 256) -> jax.Array:
     """E[phi(h1) phi(h2)] for flat arrays of pairs (n,) with Var h1 = k11, Var h2 = k22,
     Cov = k12; evaluated in chunks of `chunk` pairs to bound memory."""
     phi = ACTIVATIONS[activation]
@@ -120,7 +123,8 @@ def quadrature_pairs(activation: str, k12, k11, k22, n_r: int = 32, n_theta: int
     return out.reshape(-1)[:n]
 
 
-def quadrature_kernel(activation: str, k12, k11, k22, **kw):
+def quadrature_kernel(activation: str, k12: ArrayLike, k11: ArrayLike, k22: ArrayLike,
+                      **kw: int) -> jax.Array:
     """K^phi by 2-D quadrature from input-kernel entries k12 (P1, P2), k11 (P1,), k22 (P2,)."""
     P1, P2 = k12.shape
     a = jnp.broadcast_to(jnp.asarray(k11)[:, None], (P1, P2)).reshape(-1)
@@ -128,7 +132,8 @@ def quadrature_kernel(activation: str, k12, k11, k22, **kw):
     return quadrature_pairs(activation, jnp.asarray(k12).reshape(-1), a, b, **kw).reshape(P1, P2)
 
 
-def kernel_from_input(activation: str, k12, k11, k22):
+def kernel_from_input(activation: str, k12: ArrayLike, k11: ArrayLike,
+                      k22: ArrayLike) -> jax.Array:
     """K^phi from input-kernel entries: closed form where known, quadrature otherwise."""
     check_activation(activation)
     k12, k11, k22 = (jnp.asarray(a, jnp.float64) for a in (k12, k11, k22))
@@ -138,14 +143,14 @@ def kernel_from_input(activation: str, k12, k11, k22):
 
 
 @with_float64
-def kernel(activation: str, X1, X2, g_v: float):
+def kernel(activation: str, X1: ArrayLike, X2: ArrayLike, g_v: float) -> jax.Array:
     """NNGP feature kernel K^phi(X1, X2), shape (P1, P2); linear gives K^x = (g_v/D) X1 X2^T."""
     check_activation(activation)
     return kernel_from_input(activation, input_kernel(X1, X2, g_v), input_diag(X1, g_v),
                              input_diag(X2, g_v))
 
 
-def kernel_diag_from_input(activation: str, k11):
+def kernel_diag_from_input(activation: str, k11: ArrayLike) -> jax.Array:
     """Diagonal E[phi(h_a)^2], h_a ~ N(0, k11_a), shape (P,)."""
     check_activation(activation)
     k11 = jnp.asarray(k11, jnp.float64)
@@ -155,6 +160,6 @@ def kernel_diag_from_input(activation: str, k11):
 
 
 @with_float64
-def kernel_diag(activation: str, X, g_v: float):
+def kernel_diag(activation: str, X: ArrayLike, g_v: float) -> jax.Array:
     """Diagonal of K^phi(X, X), shape (P,), without forming the P x P matrix."""
     return kernel_diag_from_input(activation, input_diag(X, g_v))

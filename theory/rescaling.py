@@ -1,4 +1,4 @@
-"""Scalar kernel renormalisation ubar(chi) (shared/theory.md sec 5.2, 5.3, 7.1).
+"""Scalar kernel renormalisation ubar(chi) (docs/rescaling.md).
 
 Effective output kernel (ubar/chi) K, noise kappa/chi, with abar = (ubar K + kappa)^-1 y:
   tree level:  1/ubar = 1/g_w - (chi/N) abar^T K abar
@@ -18,7 +18,8 @@ __all__ = ["Spectrum", "spectrum", "linear_spectrum", "ubar_equation", "solve_ub
            "rescaled_outputs", "fluctuation_kernel"]
 
 
-def ubar_equation(logu: float, sp: Spectrum, g_w, width, chi, kappa, trace: bool) -> float:
+def ubar_equation(logu: float, sp: Spectrum, g_w: float, width: float, chi: float, kappa: float,
+                  trace: bool) -> float:
     """Residual 1/ubar - RHS of the rescaling equation at ubar = exp(logu), units 1/g_w."""
     u = np.exp(logu)
     d = u * sp.lam + kappa  # (r,)
@@ -29,12 +30,13 @@ def ubar_equation(logu: float, sp: Spectrum, g_w, width, chi, kappa, trace: bool
 
 
 def solve_ubar(sp: Spectrum, g_w: float, width: float, chi: float, kappa: float,
-               trace: bool = True, xtol: float = 1e-14, full_output: bool = False):
+               trace: bool = True, xtol: float = 1e-14,
+               full_output: bool = False) -> float | tuple[float, int, float]:
     """Renormalised readout scale ubar > 0 (units of g_w), bracketing root in log ubar.
 
     full_output=True returns (ubar, iterations, |relative residual| = |ubar * equation|).
     """
-    F = lambda lu: ubar_equation(lu, sp, g_w, width, chi, kappa, trace)  # noqa: E731
+    F = lambda lu: ubar_equation(lu, sp, g_w, width, chi, kappa, trace)
     lo, hi = np.log(g_w) - 5.0, np.log(g_w) + 5.0
     while F(lo) <= 0:  # 1/u dominates as u -> 0
         lo -= 5.0
@@ -46,7 +48,8 @@ def solve_ubar(sp: Spectrum, g_w: float, width: float, chi: float, kappa: float,
     return (u, int(info.iterations), abs(u * F(logu))) if full_output else u
 
 
-def rescaled_outputs(sp: Spectrum, B, k_test_diag, ubar: float, chi: float, kappa: float):
+def rescaled_outputs(sp: Spectrum, B: np.ndarray, k_test_diag: np.ndarray, ubar: float, chi: float,
+                     kappa: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """GP with kernel ubar K, noise kappa (variances / chi): (f_train, var_train, f_test, var_test).
 
     B = K_test_train U (P*, r); k_test_diag (P*,) prior test variances of K.
@@ -59,7 +62,8 @@ def rescaled_outputs(sp: Spectrum, B, k_test_diag, ubar: float, chi: float, kapp
     return f_train, var_train, f_test, var_test
 
 
-def fluctuation_kernel(sp: Spectrum, B, ubar: float, kappa: float):
+def fluctuation_kernel(sp: Spectrum, B: np.ndarray, ubar: float,
+                       kappa: float) -> tuple[np.ndarray, np.ndarray]:
     """K (ubar K + kappa)^-1 K on train (P, P) and test-train (P*, P) blocks."""
     d = ubar * sp.lam + kappa  # (r,)
     train = (sp.U * (sp.lam ** 2 / d)) @ sp.U.T  # (P, P)
