@@ -1,0 +1,165 @@
+"""Width-ladder reference samples for the one-loop theory (issue 9): erf net on the Ising task.
+
+Long collapsed-NUTS runs at P=40, D=30, kappa=0.3, g_v=g_w=1 for N in {32, 64, 128, 256} and
+chi in {1, sqrt(N), N}.  Each run is kept as a compact summary (a few tens of kB, never the full
+draws): posterior mean of f_train / f_test, their Monte-Carlo standard errors from the split-chain
+ESS of bench/ess.py, per-chain batch means (so the MCSE can be re-estimated), the mean
+conditional variances, the posterior mean hidden kernel and sampler diagnostics.  Runs with
+different seeds of the same point are independent and are pooled by `pooled()` (inverse-variance
+weights).  One progress line per point.
+
+    OPENBLAS_NUM_THREADS=1 JAX_COMPILATION_CACHE_DIR=.jax_cache nice -n 10 \
+        .venv/bin/python bench/width_ladder.py --widths 32 64 128 256 --chis 1 sqrt N \
+        --chains 4 --warmup 500 --draws 4000 --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+import xarray as xr
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from ess import ess_bulk, ess_geyer  # noqa: E402
+
+OUT = HERE / "results" / "width_ladder"
+SETUP = dict(n_train=40, n_test=40, dim=30, kappa=0.3, g_v=1.0, g_w=1.0, activation="erf")
+N_BATCH = 20  # batch means per chain kept in the summary
+
+
+def chi_value(tag: str, width: int) -> float:
+    """chi for a tag: a number, 'sqrt' (sqrt N) or 'N' (mean field)."""
+    if tag == "sqrt":
+        return math.sqrt(width)
+    if tag == "N":
+        return float(width)
+    return float(tag)
+
+
+def dataset():
+    """The ladder's Ising data: P=40 train and 40 test points in D=30, flip 0.1, seed 0."""
+    import bayesnet as bn
+
+    return bn.ising(n_train=SETUP["n_train"], n_test=SETUP["n_test"], dim=SETUP["dim"])
+
+
+def spec_for(width: int, chi: float):
+    """The ladder's network at one width and chi."""
+    import bayesnet as bn
+
+    return bn.NetworkSpec(width=width, activation=SETUP["activation"], g_v=SETUP["g_v"],
+                          g_w=SETUP["g_w"], chi=chi, kappa=SETUP["kappa"])
+
+
+def mcse_mean(x: np.ndarray) -> tuple[float, float]:
+    """MCSE of the mean of x (chains, draws) from the split-chain ESS, and its bulk ESS."""
+    half = x.shape[1] // 2
+    split = np.vstack([x[:, :half], x[:, -half:]])  # (2C, S/2)
+    ess = ess_geyer(split)
+    return float(np.std(x, ddof=1) / math.sqrt(ess)), ess_bulk(x)
+
+
+def summarise(tree, width: int, chi_tag: str, seed: int) -> xr.Dataset:
+    """Compact summary of one run: means, MCSEs, batch means, kernel, diagnostics."""
+    post = tree["posterior"].to_dataset()
+    stats = tree["sample_stats"].to_dataset()
+    out = {}
+    for side in ("train", "test"):
+        f = np.asarray(post[f"f_{side}"])  # (C, S, P)
+        C, S, P = f.shape
+        res = [mcse_mean(f[:, :, i]) for i in range(P)]
+        out[f"f_{side}"] = ((side,), f.mean(axis=(0, 1)))
+        out[f"f_{side}_mcse"] = ((side,), np.array([r[0] for r in res]))
+        out[f"f_{side}_ess_bulk"] = ((side,), np.array([r[1] for r in res]))
+        out[f"f_{side}_sd"] = ((side,), f.std(axis=(0, 1), ddof=1))
+        b = S // N_BATCH
+        bm = f[:, : b * N_BATCH].reshape(C, N_BATCH, b, P).mean(axis=2)  # (C, B, P)
+        out[f"f_{side}_batch_means"] = (("chain", "batch", side), bm)
+        out[f"var_{side}"] = ((side,), np.asarray(post[f"var_{side}"]).mean(axis=(0, 1)))
+    kern = tree["kernel"].to_dataset()
+    out["K_train"] = (("train", "train_"), np.asarray(kern["K_train"]))
+    ds = xr.Dataset(out)
+    chi = chi_value(chi_tag, width)
+    f = ds["f_train"].values
+    attrs = {k: v for k, v in tree.attrs.items() if isinstance(v, (int, float, str))}
+    attrs.update(width=width, chi=chi, chi_tag=chi_tag, seed=seed,
+                 divergences=int(np.asarray(stats["diverging"]).sum()),
+                 mean_tree_depth=float(np.asarray(stats["tree_depth"]).mean()),
+                 rel_mcse_train=float(np.linalg.norm(ds["f_train_mcse"]) / np.linalg.norm(f)),
+                 rel_mcse_test=float(np.linalg.norm(ds["f_test_mcse"])
+                                     / np.linalg.norm(ds["f_test"])))
+    ds.attrs = attrs
+    return ds
+
+
+def path_for(width: int, chi_tag: str, seed: int) -> pathlib.Path:
+    return OUT / f"erf_N{width}_chi{chi_tag}_s{seed}.nc"
+
+
+def pooled(width: int, chi_tag: str) -> xr.Dataset | None:
+    """All seeds of one point pooled with inverse-variance weights (None if no run exists)."""
+    parts = [xr.load_dataset(p, engine="h5netcdf")
+             for p in sorted(OUT.glob(f"erf_N{width}_chi{chi_tag}_s*.nc"))]
+    if not parts:
+        return None
+    out = xr.Dataset()
+    for side in ("train", "test"):
+        w = [1.0 / p[f"f_{side}_mcse"] ** 2 for p in parts]
+        wsum = sum(w)
+        out[f"f_{side}"] = sum(wi * p[f"f_{side}"] for wi, p in zip(w, parts)) / wsum
+        out[f"f_{side}_mcse"] = 1.0 / np.sqrt(wsum)
+    out.attrs = dict(width=width, chi=parts[0].attrs["chi"], chi_tag=chi_tag,
+                     seeds=len(parts), sample_s=sum(p.attrs.get("timing_sample_s", 0.0)
+                                                   for p in parts))
+    for side in ("train", "test"):
+        out.attrs[f"rel_mcse_{side}"] = float(np.linalg.norm(out[f"f_{side}_mcse"])
+                                              / np.linalg.norm(out[f"f_{side}"]))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
+    ap.add_argument("--chis", nargs="+", default=["1", "sqrt", "N"],
+                    help="chi values: numbers, 'sqrt' (sqrt N) or 'N' (mean field)")
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--draws", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true", help="rerun points whose file exists")
+    args = ap.parse_args(argv)
+
+    import bayesnet as bn
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    data = dataset()
+    for width in args.widths:
+        for tag in args.chis:
+            path = path_for(width, tag, args.seed)
+            if path.exists() and not args.force:
+                print(f"N={width} chi={tag} seed={args.seed}: exists, skipped", flush=True)
+                continue
+            t0 = time.perf_counter()
+            tree = bn.sample(spec_for(width, chi_value(tag, width)), data, method="collapsed",
+                             chains=args.chains, warmup=args.warmup, draws=args.draws,
+                             seed=args.seed, progress=False)
+            ds = summarise(tree, width, tag, args.seed)
+            ds.to_netcdf(path, engine="h5netcdf")
+            print(f"N={width} chi={tag} seed={args.seed}: {time.perf_counter() - t0:.0f} s, "
+                  f"rel MCSE train {ds.attrs['rel_mcse_train']:.2e} test "
+                  f"{ds.attrs['rel_mcse_test']:.2e}, ESS(min) "
+                  f"{float(ds['f_train_ess_bulk'].min()):.0f}, div {ds.attrs['divergences']}, "
+                  f"depth {ds.attrs['mean_tree_depth']:.1f} -> {path.name}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    sys.exit(main())
