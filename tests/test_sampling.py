@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import bayesnet as bn
+from bayesnet import scale_mixture
+from bayesnet.observables import kernel_scalars
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from reference import batch_mean_se, gibbs_linear  # noqa: E402
@@ -58,26 +60,41 @@ def test_full_and_collapsed_agree(runs, chi):
 
 @pytest.mark.parametrize("chi", [1.0, float(N)])
 def test_posterior_output_variance(runs, chi):
-    """Total posterior variance from collapsed draws (E[var|V] + Var[E|V]) matches Gibbs's."""
-    post = runs[chi]["collapsed"]["posterior"]
-    var_c = (post["var_train"].mean(("chain", "draw")) + post["f_train"].var(("chain", "draw"))).values
+    """Total posterior variance from collapsed draws (E[var|V] + Var[E|V]) matches Gibbs's.
+
+    Both sides are means of a per-draw quantity, var + (f - mean f)^2, so each has a Monte-Carlo
+    standard error: ESS-based (arviz) for NUTS, batch means for Gibbs; |z| < 4.5 everywhere.
+    """
+    post = runs[chi]["collapsed"]["posterior"].to_dataset()
+    per_draw = post["var_train"] + (post["f_train"] - post["f_train"].mean(("chain", "draw"))) ** 2
+    var_c = per_draw.mean(("chain", "draw")).values
+    se_c = azs.mcse(per_draw.to_dataset(name="v"))["v"].values
     g = runs[chi]["gibbs"]
-    var_g = g["var_train"].mean(0) + g["f_train"].var(0)
-    # batch-means SE of the Gibbs total variance, and an ESS-based SE for NUTS
-    _, se_g = batch_mean_se(g["var_train"] + (g["f_train"] - g["f_train"].mean(0)) ** 2)
-    rel = np.abs(var_c - var_g) / var_g
-    assert np.all(np.abs(var_c - var_g) < 5 * se_g + 0.05 * var_g), rel.max()
+    var_g, se_g = batch_mean_se(g["var_train"] + (g["f_train"] - g["f_train"].mean(0)) ** 2)
+    z = (var_c - var_g) / np.sqrt(se_c**2 + se_g**2)
+    assert np.all(np.abs(z) < 4.5), np.abs(z).max()
 
 
 def test_kernel_group_and_stats(runs):
+    """The kernel group is the mean of the per-draw kernels; its scalars match the exact K_post.
+
+    Only per-draw scalars are stored (not per-draw P x P kernels), so the comparison with the
+    exact posterior kernel (scale mixture, no Monte-Carlo error) runs along ŷ and the trace,
+    within 4.5 MCSE of those scalars.
+    """
     tree = runs[1.0]["collapsed"]
     K = tree["kernel"]["K_train"].values
     assert K.shape == (12, 12) and np.allclose(K, K.T)
-    y_hat = DATA.y / np.linalg.norm(DATA.y)
-    # the mean kernel's projection equals the mean of the per-draw projections
-    assert y_hat @ K @ y_hat == pytest.approx(
-        float(tree["posterior"]["kernel_target"].mean()), rel=1e-10)
-    np.testing.assert_allclose(K, runs[1.0]["gibbs"]["K_train_mean"], rtol=0.1, atol=0.05)
+    post = tree["posterior"].to_dataset()
+    group = kernel_scalars(K, DATA.y)
+    K_exact = scale_mixture.posterior(bn.NetworkSpec(width=N, kappa=0.5), DATA)["K_train"]
+    exact = kernel_scalars(K_exact, DATA.y)
+    for key in ("kernel_target", "kernel_trace"):
+        # the mean kernel's scalar equals the mean of the per-draw scalars ...
+        assert group[key] == pytest.approx(float(post[key].mean()), rel=1e-10)
+        # ... which is the exact posterior's within Monte-Carlo error
+        se = float(azs.mcse(post[[key]])[key])
+        assert abs(group[key] - exact[key]) < 4.5 * se, (key, group[key], exact[key], se)
     stats = tree["sample_stats"]
     assert int(stats["diverging"].sum()) == 0
     assert set(stats.data_vars) >= {"diverging", "tree_depth", "step_size", "energy",
@@ -120,7 +137,8 @@ def test_save_load_roundtrip(runs, tmp_path):
     back = bn.load(path)
     np.testing.assert_array_equal(back["posterior"]["f_train"].values,
                                   tree["posterior"]["f_train"].values)
-    np.testing.assert_array_equal(back["kernel"]["K_train"].values, tree["kernel"]["K_train"].values)
+    np.testing.assert_array_equal(back["kernel"]["K_train"].values,
+                                  tree["kernel"]["K_train"].values)
     assert back.attrs["spec"] == tree.attrs["spec"]
     assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]  # no temporary left behind
     with pytest.raises(ValueError, match="does not exist"):
