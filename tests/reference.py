@@ -1,7 +1,8 @@
 """Independent exact reference for the linear network: blocked Gibbs in numpy (no JAX/NumPyro).
 
 w | V is Gaussian; V | w is Gaussian along w_hat = w/|w| and a prior draw orthogonal to it
-(shared/theory.md sec. 2.3).  Outputs are Rao-Blackwellised: E[f | V] and Var[f | V].
+(the rotation argument of docs/exact_linear.md sec. 1).  Outputs are Rao-Blackwellised:
+E[f | V] and Var[f | V].
 """
 from __future__ import annotations
 
