@@ -10,16 +10,20 @@ Units: kernels and variances in units of y^2 once multiplied by their scale (doc
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+from numpy.typing import ArrayLike
+
+Scalar = Any  # a float or a traced 0-d array
 
 # ------------------------------------------------------------------ function space (Cholesky)
 
 
-def _factor(K: jax.Array, y: jax.Array, noise) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _factor(K: jax.Array, y: jax.Array, noise: Scalar) -> tuple[jax.Array, jax.Array, jax.Array]:
     """L = chol(K + noise I) (P, P), c = L^-1 y (P,), alpha = (K + noise I)^-1 y (P,)."""
     L = jnp.linalg.cholesky(K + noise * jnp.eye(K.shape[0], dtype=K.dtype))  # (P, P)
     c = jsl.solve_triangular(L, y, lower=True)  # (P,)
@@ -36,7 +40,7 @@ def _predict(L: jax.Array, alpha: jax.Array, K_star: jax.Array,
 
 @jax.jit
 def gp_posterior(K: jax.Array, K_star: jax.Array, k_star_diag: jax.Array, y: jax.Array,
-                 noise) -> tuple[jax.Array, jax.Array]:
+                 noise: Scalar) -> tuple[jax.Array, jax.Array]:
     """GP posterior at new points: mean (P*,) and variance (P*,).
 
     K (P, P) prior covariance of the training outputs, K_star (P*, P) cross covariance,
@@ -48,7 +52,7 @@ def gp_posterior(K: jax.Array, K_star: jax.Array, k_star_diag: jax.Array, y: jax
 
 @jax.jit
 def gp_train_test(K: jax.Array, K_test: jax.Array, k_test_diag: jax.Array, y: jax.Array,
-                  noise) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+                  noise: Scalar) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """GP posterior on train and test points from one factorisation: (m_tr, v_tr, m_te, v_te)."""
     L, _, alpha = _factor(K, y, noise)
     m_tr, v_tr = _predict(L, alpha, K, jnp.diag(K))
@@ -56,8 +60,9 @@ def gp_train_test(K: jax.Array, K_test: jax.Array, k_test_diag: jax.Array, y: ja
     return m_tr, v_tr, m_te, v_te
 
 
-def gp_given_features(Phi: jax.Array, Phi_test: jax.Array, y: jax.Array, s,
-                      noise) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+def gp_given_features(
+    Phi: jax.Array, Phi_test: jax.Array, y: jax.Array, s: Scalar, noise: Scalar,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Readout integrated out given features: log marginal likelihood, conditional means, variances.
 
     f = Phi w with w ~ N(0, s I), y ~ N(f, noise I).  Works in weight space (N x N Cholesky) when
@@ -101,7 +106,7 @@ class Spectrum:
     yt: np.ndarray
     diag: np.ndarray
 
-    def project(self, K_cross) -> np.ndarray:
+    def project(self, K_cross: ArrayLike) -> np.ndarray:
         """Cross kernel rows in the eigenbasis, B = K_cross U, shape (P*, r)."""
         return np.asarray(K_cross) @ self.U  # (P*, r)
 
@@ -111,7 +116,7 @@ def _keep(lam: np.ndarray, rtol: float) -> np.ndarray:
     return lam > rtol * max(lam.max(), 0.0)
 
 
-def spectrum(K, y, rtol: float = 1e-13) -> Spectrum:
+def spectrum(K: ArrayLike, y: ArrayLike, rtol: float = 1e-13) -> Spectrum:
     """Eigendecomposition of a PSD train kernel K (P, P); modes below rtol*max(lam) dropped."""
     lam, U = np.linalg.eigh(np.asarray(K, np.float64))
     keep = _keep(lam, rtol)
@@ -119,7 +124,7 @@ def spectrum(K, y, rtol: float = 1e-13) -> Spectrum:
     return Spectrum(lam[keep], U, U.T @ np.asarray(y, np.float64), np.diag(np.asarray(K)).copy())
 
 
-def linear_spectrum(X, y, g_v: float, rtol: float = 1e-13) -> Spectrum:
+def linear_spectrum(X: ArrayLike, y: ArrayLike, g_v: float, rtol: float = 1e-13) -> Spectrum:
     """Spectrum of K^x = (g_v/D) X X^T from a thin SVD of X (P, D): O(P D min(P, D))."""
     X = np.asarray(X, np.float64)
     U, s, _ = np.linalg.svd(X, full_matrices=False)  # (P, m), (m,)
