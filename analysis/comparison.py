@@ -74,7 +74,7 @@ def sample_estimates(tree: xr.DataTree) -> xr.Dataset:
 def sweep_estimates(trees: Sequence[xr.DataTree]) -> xr.Dataset:
     """Sample estimates of several runs stacked along `chi` (ascending)."""
     parts = sorted((sample_estimates(t) for t in trees), key=lambda d: float(d["chi"]))
-    return describe(xr.concat(parts, dim="chi", coords="minimal", compat="override"))
+    return _described(xr.concat(parts, dim="chi", coords="minimal", compat="override"))
 
 
 def sweep_diagnostics(trees: Sequence[xr.DataTree]) -> xr.Dataset:
@@ -84,8 +84,8 @@ def sweep_diagnostics(trees: Sequence[xr.DataTree]) -> xr.Dataset:
         d = diagnostics.diagnose(t)
         parts.append(d.assign_coords(chi=float(json.loads(t.attrs["spec"])["chi"])))
     parts.sort(key=lambda d: float(d["chi"]))
-    return describe(xr.concat(parts, dim="chi", coords="minimal", compat="override",
-                              join="outer"))
+    return _described(xr.concat(parts, dim="chi", coords="minimal", compat="override",
+                                join="outer"))
 
 
 def theory_table(prediction) -> xr.Dataset:
@@ -153,8 +153,9 @@ def compare(posterior, prediction, diagnosis: xr.Dataset | None = None) -> xr.Da
     out["relerr"] = out["f_train_relerr"]
     out = _mark_verdicts(out, diagnosis)
     out["best_method"] = best_method(out)
+    out = _described(out)
     out.attrs = _attrs(est, th)
-    return describe(out)
+    return out
 
 
 def _mark_verdicts(out: xr.Dataset, diagnosis: xr.Dataset | None) -> xr.Dataset:
@@ -198,10 +199,21 @@ def against_reference(prediction, reference: str = "exact") -> xr.Dataset:
     out = xr.Dataset()
     for key in ("f_train", "f_test", "var_train", "kernel_target"):
         out[f"{key}_relerr"] = _point_norm(th[key] - ref[key]) / _point_norm(ref[key])
-        out[f"{key}_relerr"].attrs["long_name"] = (
-            f"relative error against {reference} of the {_long_name(key)}")
+    out = _described(out.drop_sel({"theory": reference}))
+    for key in ("f_train", "f_test", "var_train", "kernel_target"):
+        out[f"{key}_relerr"].attrs.update(
+            long_name=f"relative error against {reference} of the {_long_name(key)}", units="1")
     out.attrs["reference"] = reference
-    return describe(out.drop_sel({"theory": reference}))
+    return out
+
+
+def _described(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` with the attributes its variables inherited from their inputs (xarray keeps them
+    through arithmetic) replaced by the vocabulary's long names and units."""
+    ds = ds.copy()
+    for name in ds.variables:
+        ds[name].attrs = {}
+    return describe(ds)
 
 
 def _long_name(key: str) -> str:

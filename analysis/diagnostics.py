@@ -97,8 +97,13 @@ def diagnose(tree: xr.DataTree) -> xr.Dataset:
                                for v in obs.data_vars)
     diag["verdict"] = "warn" if reasons else "ok"
     diag["reasons"] = "; ".join(reasons)
-    diag.attrs = {k: tree.attrs[k] for k in ("spec", "method", "seed") if k in tree.attrs}
+    diag.attrs = {k: _plain(tree.attrs[k]) for k in ("spec", "method", "seed") if k in tree.attrs}
     return diag
+
+
+def _plain(value):
+    """numpy scalars (what a reloaded netCDF attribute is) as Python numbers."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def worst_observable(diag: xr.Dataset) -> tuple[str, dict, float]:

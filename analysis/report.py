@@ -1,4 +1,8 @@
-"""`report.md`: summary table per chi and network, the theory hierarchy against exact, figures."""
+"""`report.md`: summary table per chi and network, the theory hierarchy against exact, figures.
+
+Every definition the report quotes (z, max |z|, relative error, flagged, best) is the one stored
+in the comparison's attributes (bayesnet/vocabulary.py), so the file and the report agree.
+"""
 from __future__ import annotations
 
 import json
@@ -7,9 +11,13 @@ import pathlib
 import numpy as np
 import xarray as xr
 
+from bayesnet.vocabulary import DEFINITIONS
+
+from . import comparison as cmp
 from . import figures
 
-THEORY_ORDER = ("nngp", "rescaling_tree", "tree", "one_loop", "exact")
+THEORY_ORDER = tuple(figures.THEORY_STYLE)
+SMOKE_DRAWS = 2000  # chains x draws below this: a smoke test, not expected to pass diagnostics
 
 
 def networks(results: xr.DataTree) -> list[str]:
@@ -31,10 +39,13 @@ def summary_rows(results: xr.DataTree) -> list[dict]:
     rows = []
     for name in networks(results):
         comp = results[name]["comparison"].to_dataset()
+        best = cmp.best_method(comp)  # recomputed: one definition, also for older files
         for j, chi in enumerate(comp["chi"].values):
             c = comp.isel(chi=j)
             row = {"network": name, "chi": float(chi), "verdict": str(c["verdict"].item()),
-                   "reasons": str(c["reasons"].item()), "best": str(c["best_method"].item())}
+                   "reasons": str(c["reasons"].item()), "best": str(best.isel(chi=j).item()),
+                   "flagged": [m for m in _methods(comp)
+                               if int(c["flagged"].sel({"theory": m})) == 1]}
             for m in _methods(comp):
                 row[m] = (float(c["relerr"].sel({"theory": m})),
                           float(c["max_abs_z"].sel({"theory": m})))
@@ -43,18 +54,20 @@ def summary_rows(results: xr.DataTree) -> list[dict]:
 
 
 def summary_table(results: xr.DataTree) -> str:
-    """Markdown table: network, chi, verdict, per theory `rel.err / max|z|`, best theory."""
+    """Markdown table: network, chi, verdict, per theory `rel.err / max|z|`, flagged, best."""
     rows = summary_rows(results)
     methods = [m for m in THEORY_ORDER if any(m in r for r in rows)]
+    methods += sorted({m for r in rows for m in r.get("flagged", [])} - set(methods))
     head = ["network", "chi", "diagnostics"] + [f"{m} relerr / max abs z" for m in methods] + [
-        "best"]
+        f"flagged (max abs z > {cmp.Z_FLAG:g})", "best (exact excluded)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         verdict = "ok" if r["verdict"] == "ok" else f"**WARN** ({r['reasons']})"
         cells = [r["network"], f"{r['chi']:.3g}", verdict]
         for m in methods:
             cells.append(f"{_fmt(r[m][0])} / {_fmt(r[m][1], '.1f')}" if m in r else "-")
-        cells.append(r["best"])
+        cells.append(", ".join(r["flagged"]) or "none")
+        cells.append(r["best"] if r["best"] == cmp.NONE_WITHIN else f"**{r['best']}**")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -115,8 +128,10 @@ def _network_section(results: xr.DataTree, name: str, figs: list[pathlib.Path],
     lines = [f"## Network `{name}`: {a.get('activation')} N={a.get('width')}, "
              f"g_v={a.get('g_v')}, g_w={a.get('g_w')}, kappa={a.get('kappa')}", ""]
     lines += ["### Diagnostics", "", _diagnostics_table(node["diagnostics"].to_dataset()), ""]
-    lines += ["### Scalar observables (z = (theory - sample)/MCSE)", "", observable_table(comp),
-              ""]
+    lines += ["### Scalar observables (z = (theory - sample)/MCSE)", "",
+              "kernel_target and kernel_trace are absolute posterior values (the kernel figure "
+              "shows the same values, with the prior kernel's as a dashed line).", "",
+              observable_table(comp), ""]
     if "reference" in node.children:
         lines += ["### Theory hierarchy against the exact linear-network posterior",
                   "", "Relative error of the mean output (train / test), no sampling noise:", "",
@@ -129,21 +144,73 @@ def _network_section(results: xr.DataTree, name: str, figs: list[pathlib.Path],
     return lines + [""]
 
 
+def _smoke_test(cfg: dict) -> bool:
+    """Whether the sampler settings are too short for the diagnostics thresholds."""
+    sampler = cfg.get("sampler", {})
+    chains, draws = sampler.get("chains", 4), sampler.get("draws", 1000)
+    if isinstance(chains, list) or isinstance(draws, list):
+        chains, draws = min(np.atleast_1d(chains)), min(np.atleast_1d(draws))
+    return sampler.get("method") != "exact" and chains * draws < SMOKE_DRAWS
+
+
+def _warn_note(rows: list[dict], cfg: dict) -> list[str]:
+    """What the WARN rows mean, and whether they are expected (short smoke-test runs)."""
+    n_warn = sum(r["verdict"] != "ok" for r in rows)
+    if not n_warn:
+        return ["All runs pass the diagnostics (R-hat <= 1.01, bulk ESS >= 400, no divergences, "
+                "E-BFMI >= 0.2).", ""]
+    text = (f"{n_warn} of {len(rows)} runs are marked **WARN**: they miss a diagnostics threshold "
+            "(R-hat <= 1.01, bulk ESS >= 400, no divergences, E-BFMI >= 0.2); their z-scores are "
+            "less trustworthy, and they are drawn hollow in the figures.")
+    if _smoke_test(cfg):
+        text += (f"  **This is a smoke test** ({cfg['sampler'].get('chains')} chains x "
+                 f"{cfg['sampler'].get('draws')} draws, e.g. `bayesnet run --quick`): it checks "
+                 "that the pipeline works, and short chains are expected to warn.  Run without "
+                 "`--quick` for numbers to trust.")
+    return [text, ""]
+
+
+def _definitions() -> list[str]:
+    """The definitions behind the summary table, from the vocabulary the results files carry."""
+    return ["How to read the summary:", "",
+            f"- z: {DEFINITIONS['z']}.",
+            f"- max abs z: {DEFINITIONS['max_abs_z']}.",
+            f"- relerr: {DEFINITIONS['relerr']}.",
+            f"- flagged: theories with max |z| > {cmp.Z_FLAG:g}, i.e. off by more than "
+            "Monte-Carlo error somewhere.",
+            f"- best: {DEFINITIONS['best']}.",
+            f"- Delta (discrepancy figures): {DEFINITIONS['signed_discrepancy']}.",
+            f"- kernel_target, kernel_trace: {DEFINITIONS['kernel_change']}.", ""]
+
+
+def finite_width_section(results: xr.DataTree, out: pathlib.Path) -> list[str]:
+    """The finite-width figure and table, when the tree has a `finite_width` group."""
+    paths = figures.results_figures(results, out / "figures")
+    if not paths:
+        return []
+    lines = ["## Finite width", "",
+             "Relative error of the mean train output against the samples, against the width "
+             "N (log-log; the reference slopes are 1/N and 1/N^2; the grey band is the "
+             "Monte-Carlo noise level below which no theory can be told from the samples).", ""]
+    lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in paths]
+    return lines + [""]
+
+
 def write_report(results: xr.DataTree, out) -> pathlib.Path:
     """Write out/report.md and out/figures/*.png; returns the report path."""
     out = pathlib.Path(out)
     cfg = json.loads(results.attrs["config"])
     data = results["data"].attrs
+    rows = summary_rows(results)
     lines = ["# bayesnet report", "",
              f"Data: {data.get('data_name')} (P={data.get('n_train')}, P*={data.get('n_test')}, "
-             f"D={data.get('dim')}); sampler: {json.dumps(cfg['sampler'])}.", "",
-             "Relative error = ||theory - sample|| / ||sample|| of the mean train output; "
-             "max |z| over every observable (mean outputs, discrepancies, variances, kernel "
-             "projections), z = (theory - sample)/MCSE.  Runs whose diagnostics verdict is "
-             "`warn` are marked **WARN** here and drawn hollow in the figures.", "",
-             "## Summary", "", summary_table(results), ""]
+             f"D={data.get('dim')}); sampler: {json.dumps(cfg['sampler'])}.", ""]
     if "timing_total_s" in results.attrs:
-        lines += [f"Wall time of the run: {float(results.attrs['timing_total_s']):.0f} s.", ""]
+        lines += [f"Wall time of the run up to collecting the results: "
+                  f"{float(results.attrs['timing_total_s']):.1f} s.", ""]
+    lines += ["## Summary", "", summary_table(results), ""]
+    lines += _warn_note(rows, cfg) + _definitions()
+    lines += finite_width_section(results, out)
     for name in networks(results):
         figs = figures.network_figures(results, name, out / "figures")
         lines += _network_section(results, name, figs, out)

@@ -22,8 +22,9 @@ DEFINITIONS = {
     "flagged": "1 where max |z| > 4: the theory is off by more than Monte-Carlo error",
     "best": "the theory with the smallest max |z|, excluding exact (ground truth for linear "
             "networks); 'none within MC error' when every theory is flagged",
-    "kernel_change": "kernel scalars are absolute posterior values; figures draw their change "
-                     "from the prior (NNGP) kernel, which is the prior's value subtracted",
+    "kernel_change": "absolute posterior values, in tables and figures alike; the figures' "
+                     "dashed line is the prior (NNGP) kernel's value, so the change from the "
+                     "prior is the distance to that line",
     "chi": "scaling of the readout prior: w ~ N(0, g_w/(chi N)), noise kappa/chi; chi = 1 "
            "standard, chi = N mean-field",
 }
@@ -55,6 +56,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "step_size": ("NUTS step size", "1"), "energy": ("Hamiltonian energy", "1"),
     "acceptance_rate": ("mean acceptance probability of the transition", "1"),
     "lp": ("log posterior density (up to a constant)", "1"),
+    "log_s": ("exact sampler's draw of log s, s = chi |w|^2 / g_w", "1"),
     "f_train_draw": ("exact posterior draw of the output, train points", "y"),
     "f_test_draw": ("exact posterior draw of the output, test points", "y"),
     # theory

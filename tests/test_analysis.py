@@ -103,8 +103,10 @@ def test_compare_linear_one_loop_holds_nngp_flagged(linear_sweep):
     for key in comparison.OBSERVABLES:  # exact and one loop hold at mean-field scaling chi = N
         z = comp[f"{key}_maxabsz"].sel(chi=CHIS[-1])
         assert float(z.sel(exact)) < 4 and float(z.sel(one_loop)) < 4, key
-    for key in ("f_train", "f_test", "var_train", "var_test"):  # and pointwise at chi = 1
+    for key in ("f_train", "f_test"):  # the one-loop mean holds pointwise at chi = 1 too
         assert float(comp[f"{key}_maxabsz"].sel(one_loop).sel(chi=1.0)) < 4, key
+    for key in ("var_train", "var_test"):  # exact variances (one_loop keeps the tree's)
+        assert float(comp[f"{key}_maxabsz"].sel(exact).sel(chi=1.0)) < 4, key
     # the NNGP ignores kernel adaptation: wrong in the mean-field regime, flagged there
     assert int(comp["flagged"].sel(nngp).sel(chi=CHIS[-1])) == 1
     assert int(comp["flagged"].sel(one_loop).sel(chi=CHIS[-1])) == 0
@@ -141,3 +143,108 @@ def test_non_converged_run_is_flagged(linear_sweep):
     assert diag["verdict"].item() == "warn"
     comp = comparison.compare(bad, preds)
     assert comp["verdict"].item() == "warn" and comp["reasons"].item()
+
+
+# ------------------------------------------------------------------ best theory and vocabulary
+
+def test_best_method_excludes_exact_and_says_none_within_mc_error():
+    z = np.array([[6.0, 2.0, 1.0],   # chi 1: one_loop best (exact is smaller but excluded)
+                  [9.0, 5.0, 1.0]])  # chi 2: every approximation flagged
+    comp = xr.Dataset({"max_abs_z": (("chi", "theory"), z)},
+                      coords={"chi": [1.0, 8.0], "theory": ["nngp", "one_loop", "exact"]})
+    best = comparison.best_method(comp)
+    assert list(best.values) == ["one_loop", comparison.NONE_WITHIN]
+
+
+def _undescribed(obj) -> list[str]:
+    """Paths of data variables without a long_name anywhere in a Dataset or DataTree."""
+    nodes = obj.subtree if isinstance(obj, xr.DataTree) else [obj]
+    return [f"{getattr(n, 'path', '')}:{v}" for n in nodes for v in n.data_vars
+            if "long_name" not in n[v].attrs]
+
+
+def test_results_describe_themselves(linear_sweep, tmp_path):
+    """Every data variable of a sample tree, a theory prediction and a comparison has a
+    long_name, also after a netCDF round trip; integers stay integers; `feature` has a coord."""
+    data, spec, trees, preds = linear_sweep
+    comp = comparison.compare(trees, preds)
+    ref = comparison.against_reference(preds)
+    diag = comparison.sweep_diagnostics(trees)
+    for name, obj in (("sample", trees[0]), ("comparison", comp), ("reference", ref),
+                      ("diagnostics", diag), ("theory", preds["one_loop"])):
+        assert _undescribed(obj) == [], name
+    assert "feature" in trees[0]["constant_data"].coords
+    assert comp["f_train"].attrs["units"] == "y" and comp["f_train_z"].attrs["units"] == "1"
+    assert "MCSE" in comp.attrs["z_definition"] and "exact" in comp.attrs["best_definition"]
+    bayesnet.save(xr.DataTree.from_dict({"comparison": comp}), tmp_path / "c.nc")
+    back = bayesnet.load(tmp_path / "c.nc")["comparison"].to_dataset()
+    assert _undescribed(back) == []
+    assert back["chi"].attrs["long_name"].startswith("readout-prior scaling")
+    assert int(back.attrs["width"]) == WIDTH and not isinstance(back.attrs["width"], str)
+    reloaded = comparison.theory_table(preds).assign_attrs(width=np.int64(WIDTH))  # as netCDF
+    attrs = comparison._attrs(None, reloaded)
+    assert attrs["width"] == WIDTH and isinstance(attrs["width"], int)
+
+
+# ------------------------------------------------------------------ figures and report
+
+def _results_tree(data, spec, trees, preds) -> xr.DataTree:
+    """A results tree as `bayesnet run` writes it (one network), built from the fixture."""
+    from analysis import figures
+
+    est = comparison.sweep_estimates(trees)
+    diag = comparison.sweep_diagnostics(trees)
+    th = comparison.theory_table(preds)
+    K = np.asarray(theory.kernel("linear", data.X, data.X, spec.g_v))
+    yhat = data.y / np.linalg.norm(data.y)
+    prior = xr.Dataset({"kernel_target": yhat @ K @ yhat, "kernel_trace": np.trace(K) / len(K)})
+    worst = xr.Dataset({"draws": (("chain", "draw"),
+                                  trees[0]["posterior"]["f_train"].values[:, :, 3])},
+                       attrs={"observable": "f_train", "index": json.dumps({"train": 3}),
+                              "rhat": 1.004, "chi": CHIS[0]})
+    dense = comparison.theory_table({m: theory.predict(spec, data, np.geomspace(1, WIDTH, 9), m)
+                                     for m in ("nngp", "one_loop", "exact")})
+    widths = [8, 16, 32]
+    rel = np.array([[[0.3, 0.2], [0.1 / n, 0.2 / n], [1 / n**2, 2 / n**2]] for n in widths])
+    fw = xr.Dataset({"relerr": (("width", "theory", "chi_rule"), rel),
+                     "relerr_mcse": (("width", "theory", "chi_rule"), np.full(rel.shape, 1e-4))},
+                    coords={"width": widths, "theory": ["nngp", "tree", "one_loop"],
+                            "chi_rule": ["1", "N"]})
+    tree = xr.DataTree.from_dict({
+        "data": xr.Dataset(attrs=data.to_attrs()), "finite_width": fw,
+        "linear/samples": est, "linear/diagnostics": diag, "linear/theory": th,
+        "linear/theory_dense": dense, "linear/comparison": comparison.compare(est, th, diag),
+        "linear/prior": prior, "linear/worst": worst})
+    tree["linear"].attrs = {k: v for k, v in spec.to_attrs().items() if k != "chi"}
+    tree.attrs = {"networks": json.dumps(["linear"]), "timing_total_s": 12.34,
+                  "config": json.dumps({"sampler": {"method": "collapsed", "chains": 4,
+                                                    "draws": 400}})}
+    assert set(figures.THEORY_STYLE) >= set(theory.METHODS)
+    return tree
+
+
+def test_report_and_figures(linear_sweep, tmp_path):
+    """The report explains best/flagged/WARN, quotes one wall time, and links every figure."""
+    import subprocess
+    import sys
+
+    from analysis import report
+
+    results = _results_tree(*linear_sweep)
+    text = report.write_report(results, tmp_path).read_text()
+    figs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert figs == ["finite_width.png", "linear_discrepancy.png", "linear_kernel.png",
+                    "linear_rank_trace.png", "linear_residuals.png"]
+    for name in figs:
+        assert f"figures/{name}" in text
+        assert (tmp_path / "figures" / name).stat().st_size > 20_000  # drawn, not blank
+    assert "12.3 s" in text and text.count("Wall time") == 1
+    assert "flagged (max abs z > 4)" in text and "best (exact excluded)" in text
+    assert "smoke test" in text  # 4 x 400 draws: short chains are expected to warn
+    rows = report.summary_rows(results)
+    assert all(r["best"] != "exact" for r in rows)
+    assert "nngp" in rows[-1]["flagged"]  # mean-field scaling: the NNGP is off
+    # importing the figures selects no matplotlib backend (Jupyter keeps its inline one)
+    code = "import analysis.figures, sys; print('matplotlib.pyplot' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
