@@ -99,19 +99,27 @@ def _rescaling(spec, data, chis, kern: PriorKernels, trace: bool, kernel_mode: s
     return rows
 
 
-def _linear_first_order(spec, data, chis, kern: PriorKernels) -> tuple[list[Row], list]:
-    """Linear nets, first order: the closed-form tree level plus the Wick closed form of the
-    first-order shift (exact Gaussian tilted moments, no Monte Carlo)."""
+def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[list[Row], list]:
+    """Linear nets without Monte Carlo: the closed-form tree level plus, for order="first", the
+    Wick closed form of the first-order shift, for order="dressed" the dressed correction on the
+    exact Gaussian moments of the tilted measure (dressed.linear_tilted_sample, a cubature)."""
     rows = _rescaling(spec, data, chis, kern, trace=False, kernel_mode="tree")
     K, Kt, y = kern.K, kern.K_test_train, np.asarray(data.y)
     out = []
     for chi, row in zip(chis, rows):
-        delta = y - row.f_train  # (P,)
-        c = adaptive.tilt_coefficient(spec.g_w, chi, spec.width, spec.kappa)
-        Q = adaptive.adapted_kernel(K, delta, c)  # (P, P) tilted covariance
-        Q_t = adaptive.adapted_cross_kernel(K, Kt, delta, c)  # (P*, P)
-        s_tr, s_te = (np.asarray(x) for x in fluctuation.linear_first_order_shift(
-            Q, Q_t, y, spec.g_w, spec.kappa, spec.width))
+        if order == "first":
+            delta = y - row.f_train  # (P,)
+            c = adaptive.tilt_coefficient(spec.g_w, chi, spec.width, spec.kappa)
+            Q = adaptive.adapted_kernel(K, delta, c)  # (P, P) tilted covariance
+            Q_t = adaptive.adapted_cross_kernel(K, Kt, delta, c)  # (P*, P)
+            s_tr, s_te = (np.asarray(x) for x in fluctuation.linear_first_order_shift(
+                Q, Q_t, y, spec.g_w, spec.kappa, spec.width))
+        else:
+            from . import dressed
+            t = dressed.linear_tilted_sample(np.asarray(data.X), np.asarray(data.X_test), y,
+                                             row.f_train, spec.g_v, spec.g_w, spec.kappa, chi,
+                                             spec.width)
+            _, _, s_tr, s_te = _shift(t, order)
         out.append(Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), row.f_train,
                              row.f_test))
     return rows, out
@@ -232,10 +240,10 @@ def predict(spec, data, chis=None, method: str = "one_loop", order: str = "dress
                            and test points.  order="dressed" (default): kernel-space Laplace with
                            the dressed propagator and tadpoles (theory/dressed.py);
                            order="first": first order in 1/N around the tilted saddle, built
-                           from the tree level's draws with the control variate.  Linear nets:
-                           order="first" is the exact Wick closed form (closed_form=False runs
-                           the sampled path with phi = identity); order="dressed" runs the
-                           sampled path.
+                           from the tree level's draws with the control variate.  Linear nets
+                           need no Monte Carlo: order="first" is the Wick closed form,
+                           order="dressed" uses exact Gaussian moments (closed_form=False runs
+                           the sampled path with phi = identity instead).
       "laplace_one_loop"   linear nets only: Laplace one-loop of the exact scale mixture in the
                            scale s, O(1/N^2) at every chi.
       "exact"              linear nets only: theory.exact.predict_exact.
@@ -247,7 +255,7 @@ def predict(spec, data, chis=None, method: str = "one_loop", order: str = "dress
     and correction_mcse_train/test (batch-means standard error of the shift / |saddle|).
     Variances (var_*) and kernels of one_loop are the tree level's: their error is O(1/N)
     relative (and O(chi/N) for the kernel's target direction at strong tilt).
-    options: closed_form (linear one_loop first order, default True), n_batches (batches for the
+    options: closed_form (linear one_loop without Monte Carlo, default True), n_batches (batches for the
     correction's Monte-Carlo error, default 8), and the non-linear solver's options (n_draws,
     seed, ess_min, n_chains, tol, maxiter, max_ratio, max_refresh).
     """
@@ -274,8 +282,8 @@ def predict(spec, data, chis=None, method: str = "one_loop", order: str = "dress
         rows = _rescaling(spec, data, chis, kern, trace=False, kernel_mode="tree")
     elif method == "tree":
         rows, _, attrs = _tilted(spec, data, chis, kern, None, options)
-    elif linear and order == "first" and closed_form:
-        rows, corr = _linear_first_order(spec, data, chis, kern)
+    elif linear and closed_form:
+        rows, corr = _linear_one_loop(spec, data, chis, kern, order)
         rows = _apply(rows, corr)
     else:
         rows, corr, attrs = _tilted(spec, data, chis, kern, _sampled_correction(order, n_batches),
