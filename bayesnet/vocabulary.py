@@ -57,7 +57,6 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "acceptance_rate": ("mean acceptance probability of the transition", "1"),
     "lp": ("log posterior density (up to a constant)", "1"),
     "log_s": ("log of the readout scale s = chi |w|^2 / g_w (exact sampler)", "1"),
-    "log_s": ("exact sampler's draw of log s, s = chi |w|^2 / g_w", "1"),
     "f_train_draw": ("exact posterior draw of the output, train points", "y"),
     "f_test_draw": ("exact posterior draw of the output, test points", "y"),
     # theory
