@@ -64,7 +64,7 @@ def anneal_tree_matrix(K, y, g_w, width, chis, kappa, f_start) -> list:
 
 @pytest.fixture(scope="module")
 def run_b():
-    """theory.md sec 8 setup: P=80, D=40, N=60, kappa=0.5, Ising flip 0.25."""
+    """Annealing setup: P=80, D=40, N=60, kappa=0.5, Ising flip 0.25."""
     data = bn.ising(80, 20, 40, flip=0.25, seed=0)
     spec = bn.NetworkSpec(width=60, kappa=0.5)
     K = np.asarray(kernels.kernel("linear", data.X, data.X, spec.g_v))
@@ -81,10 +81,10 @@ def test_matrix_fixed_point_equals_scalar_rescaling_when_annealed(run_b):
         assert s.converged and s.normalisability < 1.0
         assert np.max(np.abs(s.f - ref.f_train.values[i])) < 1e-10
         assert abs(s.normalisability - float(ref.normalisability[i])) < 1e-10
-    # the rank-one adapted kernel predicts like the rescaled kernel ubar K (sec 5.2)
+    # the rank-one adapted kernel predicts like the rescaled kernel ubar K (docs/one_loop.md)
     delta = data.y - ref.f_train.values[-1]
     c = adaptive.tilt_coefficient(spec.g_w, chis[-1], spec.width, spec.kappa)
-    ubar = spec.g_w / (1.0 - c * float(delta @ K @ delta))  # sec 5.2
+    ubar = spec.g_w / (1.0 - c * float(delta @ K @ delta))
     assert abs(ubar - float(ref.ubar[-1])) < 1e-10 * ubar
     Sigma = np.asarray(adaptive.adapted_kernel(K, delta, c))
     assert np.max(np.abs(Sigma - ref.K_train.values[-1])) < 1e-9

@@ -10,7 +10,9 @@ import numpy as np
 import xarray as xr
 
 from bayesnet import scale_mixture as sm
+from bayesnet.datasets import Dataset
 from bayesnet.precision import with_float64
+from bayesnet.spec import NetworkSpec
 
 from .schema import Row, assemble, check_chis
 
@@ -32,7 +34,7 @@ def _one_chi(spec, tol: float, prob: sm.LinearProblem) -> tuple[Row, dict]:
 
 
 @with_float64
-def predict_exact(spec, data, chis, tol: float = 1e-12) -> xr.Dataset:
+def predict_exact(spec: NetworkSpec, data: Dataset, chis, tol: float = 1e-12) -> xr.Dataset:
     """Exact posterior predictions of a linear network at each chi: outputs, variances, kernels.
 
     chis: validated as in theory.predict, and must be ascending.  ubar = g_w s*, s* the mode of

@@ -12,7 +12,9 @@ import xarray as xr
 
 from bayesnet import gp
 from bayesnet.activations import ODD, check_activation
+from bayesnet.datasets import Dataset
 from bayesnet.precision import with_float64
+from bayesnet.spec import NetworkSpec
 
 from . import adaptive, fluctuation, kernels, rescaling
 from .schema import PriorKernels, Row, assemble, check_chis
@@ -220,8 +222,8 @@ def _tilted(spec, data, chis, kern: PriorKernels, correct, options: dict):
 
 
 @with_float64
-def predict(spec, data, chis=None, method: str = "one_loop", order: str = "dressed",
-            **options) -> xr.Dataset:
+def predict(spec: NetworkSpec, data: Dataset, chis=None, method: str = "one_loop",
+            order: str = "dressed", **options) -> xr.Dataset:
     """Theory predictions for `spec` on `data` at every chi (float64 xarray.Dataset over `chi`).
 
     chis: None means [spec.chi]; any order is accepted and the grid is SORTED ascending
@@ -255,9 +257,9 @@ def predict(spec, data, chis=None, method: str = "one_loop", order: str = "dress
     and correction_mcse_train/test (batch-means standard error of the shift / |saddle|).
     Variances (var_*) and kernels of one_loop are the tree level's: their error is O(1/N)
     relative (and O(chi/N) for the kernel's target direction at strong tilt).
-    options: closed_form (linear one_loop without Monte Carlo, default True), n_batches (batches for the
-    correction's Monte-Carlo error, default 8), and the non-linear solver's options (n_draws,
-    seed, ess_min, n_chains, tol, maxiter, max_ratio, max_refresh).
+    options: closed_form (linear one_loop without Monte Carlo, default True), n_batches
+    (batches for the correction's Monte-Carlo error, default 8; 0 skips it), and the non-linear
+    solver's options (n_draws, seed, ess_min, n_chains, tol, maxiter, max_ratio, max_refresh).
     """
     _check(method, spec.activation, order)
     chis = check_chis(chis, spec.chi)

@@ -11,6 +11,9 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
+from bayesnet.datasets import Dataset
+from bayesnet.spec import NetworkSpec
+
 LONG_NAMES = {
     "f_train": "posterior mean output, train points",
     "f_test": "posterior mean output, test points",
@@ -76,12 +79,12 @@ def check_chis(chis, default: float, sort: bool = True) -> np.ndarray:
     return np.sort(arr)
 
 
-def spec_attrs(spec) -> dict:
+def spec_attrs(spec: NetworkSpec) -> dict:
     """The spec's netCDF attributes without chi (chi is the Dataset's coordinate)."""
-    return {k: v for k, v in spec.to_attrs().items() if k != "chi"}
+    return spec.to_attrs(chi=False)
 
 
-def assemble(rows: list[Row], chis, spec, data, method: str,
+def assemble(rows: list[Row], chis, spec: NetworkSpec, data: Dataset, method: str,
              extra: dict | None = None) -> xr.Dataset:
     """Stack per-chi rows into the prediction Dataset over `chi`.
 

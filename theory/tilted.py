@@ -30,6 +30,8 @@ import numpy as np
 
 from bayesnet import gp
 from bayesnet.activations import ACTIVATIONS
+from bayesnet.datasets import Dataset
+from bayesnet.spec import NetworkSpec
 
 from . import adaptive
 from .fluctuation import TiltedSample
@@ -294,10 +296,10 @@ def _outputs(pb: Problem, draws: Draws, chi: float, f) -> tuple[Row, float]:
     return row, float(ess)
 
 
-def anneal(spec, data, chis, kern: PriorKernels, odd: bool = True, n_draws: int = 32768,
-           ess_min: float | None = None, n_chains: int = 512, seed: int = 0, tol: float = 1e-10,
-           maxiter: int = 50, max_ratio: float = 2.0, max_refresh: int = 3,
-           autodiff: bool = False,
+def anneal(spec: NetworkSpec, data: Dataset, chis, kern: PriorKernels, odd: bool = True,
+           n_draws: int = 32768, ess_min: float | None = None, n_chains: int = 512,
+           seed: int = 0, tol: float = 1e-10, maxiter: int = 50, max_ratio: float = 2.0,
+           max_refresh: int = 3, autodiff: bool = False,
            at_solution: Callable[[TiltedSample], object] | None = None) -> list[TiltedRow]:
     """Algorithm 1: NNGP start at the smallest chi of a ladder, each solution starts the next
     chi; population draws replace the prior draws when ESS < ess_min (default M/100).
