@@ -5,47 +5,52 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# One fresh interpreter, each step building on the previous one: what `import bayesnet` loads,
+# what `from bayesnet import NetworkSpec` loads, what `import theory` loads and whether it flips
+# x64, and the precision inside and after `theory.predict`.
 PROBE = """
 import json, sys
+out = {}
+import bayesnet
+out["bayesnet_mods"] = sorted(m for m in sys.modules if m.startswith("bayesnet."))
+from bayesnet import NetworkSpec
+out["spec_numpyro"] = "numpyro" in sys.modules
 import theory
-import jax
-mods = sorted(m for m in sys.modules if m.startswith(("numpyro", "bayesnet.sampling",
-              "bayesnet.engine", "bayesnet.models", "bayesnet.exact", "blackjax")))
-print(json.dumps({"mods": mods, "x64": bool(jax.config.jax_enable_x64)}))
+import jax, jax.numpy as jnp
+out["theory_mods"] = sorted(m for m in sys.modules if m.startswith((
+    "numpyro", "bayesnet.sampling", "bayesnet.engine", "bayesnet.models", "bayesnet.exact",
+    "bayesnet.results", "blackjax")))
+out["theory_x64"] = bool(jax.config.jax_enable_x64)
+data = bayesnet.ising(n_train=8, n_test=4, dim=6, flip=0.1, seed=0)
+ds = theory.predict(NetworkSpec(width=8, activation="linear", chi=1.0, kappa=0.5), data,
+                    method="nngp")
+out["predict"] = {"dtype": str(ds.f_train.dtype), "x64": bool(jax.config.jax_enable_x64),
+                  "after": str(jnp.ones(1).dtype)}
+print(json.dumps(out))
 """
 
 
-def _probe(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+@pytest.fixture(scope="module")
+def probe() -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_import_theory_loads_no_sampler_and_keeps_precision():
-    res = _probe(PROBE)
-    assert res["mods"] == []
-    assert res["x64"] is False
+def test_import_theory_loads_no_sampler_and_keeps_precision(probe):
+    assert probe["theory_mods"] == []
+    assert probe["theory_x64"] is False
 
 
-def test_bayesnet_exports_are_lazy():
-    res = _probe("import json, sys\nimport bayesnet\n"
-                 "mods = sorted(m for m in sys.modules if m.startswith('bayesnet.'))\n"
-                 "from bayesnet import NetworkSpec\n"
-                 "print(json.dumps({'numpyro': 'numpyro' in sys.modules, 'mods': mods}))")
-    assert res == {"numpyro": False, "mods": []}
+def test_bayesnet_exports_are_lazy(probe):
+    assert probe["bayesnet_mods"] == []
+    assert probe["spec_numpyro"] is False
 
 
-def test_predict_runs_in_float64_without_global_switch():
-    code = """
-import json
-import jax, jax.numpy as jnp
-import bayesnet as bn, theory
-data = bn.ising(n_train=8, n_test=4, dim=6, flip=0.1, seed=0)
-ds = theory.predict(bn.NetworkSpec(width=8, activation='linear', chi=1.0, kappa=0.5), data,
-                    method='nngp')
-print(json.dumps({'dtype': str(ds.f_train.dtype), 'x64': bool(jax.config.jax_enable_x64),
-                  'after': str(jnp.ones(1).dtype)}))
-"""
-    assert _probe(code) == {"dtype": "float64", "x64": False, "after": "float32"}
+def test_predict_runs_in_float64_without_global_switch(probe):
+    assert probe["predict"] == {"dtype": "float64", "x64": False, "after": "float32"}
 
 
 ROOT = Path(__file__).resolve().parents[1]
