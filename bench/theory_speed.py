@@ -57,7 +57,7 @@ def main():
         first, best, _ = timed(functools.partial(rescaling_core, spec, data, chis))
         print(f"linear P=1000 D={D} N=500 30 chis one_loop outputs only (rescaling module): "
               f"{best:.4f} s")
-        for method in ("one_loop", "tree"):
+        for method in ("rescaling_one_loop", "tree"):
             first, best, ds = timed(functools.partial(theory.predict, spec, data, chis,
                                                       method=method))
             print(f"linear P=1000 D={D} N=500 30 chis {method:9s}: first {first:.3f} s, "
