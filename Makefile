@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install clean
+.PHONY: run quick test bench install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,11 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
-	$(VENV)/bin/bayesnet run
+run: $(STAMP)  # extra options pass through: make run ARGS="--quick --workers 2"
+	$(VENV)/bin/bayesnet run $(ARGS)
+
+quick: $(STAMP)  # the smoke test: small grid, short chains (about 1 min on 2 cores)
+	$(VENV)/bin/bayesnet run --quick $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
