@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import bayesnet  # noqa: F401
 from theory import kernels
 
 G_V = 1.3
