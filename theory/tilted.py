@@ -18,7 +18,6 @@ as a `fluctuation.TiltedSample` (`tilted_sample`).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -38,8 +37,7 @@ from .fluctuation import TiltedSample
 from .schema import PriorKernels, Row
 
 
-@dataclasses.dataclass
-class Draws:
+class Draws(NamedTuple):
     """Fixed draws: V (M, D) weights, phi (M, P), phi_test (M, P*), log_q (M,) proposal log-tilt,
     prior=True when drawn from the prior (control variate on)."""
 
