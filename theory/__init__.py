@@ -1,7 +1,8 @@
 """theory: analytical predictions (NNGP, kernel rescaling, multi-scale adaptive saddle point).
 
 Importing `theory` loads no sampler and no NumPyro, and leaves JAX's precision alone: `predict`
-and the kernel functions run in float64 inside their own call (bayesnet.precision).
+and the kernel functions run in float64 inside their own call (bayesnet.precision).  theory
+imports only the pure core of bayesnet (docs/layout.md).
 """
 from .kernels import input_kernel, kernel, kernel_diag
 from .predict import LINEAR_ONLY, METHODS, predict
