@@ -15,12 +15,15 @@ likelihood depends on u = sqrt(rho) r only, so a posteriori V_perp stays a prior
 
 Each draw is independent and exact: step 1 is `scale_mixture`'s rejection sampler on its
 adaptive grid in log s, steps 2-3 are Gaussian and Wishart draws.  Nothing N-sized is ever
-formed: the cost per draw is O(D^3 + P D^2 + P^2 D) at every width.
+formed: the cost per draw is O(D^3 + P D^2) at every width.
 
-Reported per draw, as for the collapsed sampler: E[f | S], Var[f | S] on train and test points (the
-readout integrated out given S, i.e. given V), the hidden-kernel scalars of K = X S X^T / N, and the
-kernel sums; with `f_draws=True` also the exact draws f = X u, f_* = X_* u (`f_train_draw`,
-`f_test_draw`).
+Rao-Blackwellised over everything but s: given s the outputs are Gaussian, so each draw reports
+E[f | s, y] and Var[f | s, y] on train and test points (diagonal in the right singular basis of X),
+and the hidden-kernel target and trace of E[K | s, y] = X E[S | s, y] X^T / N with
+E[S | s, y] = (N-1) (g_v/D) I + E[u u^T | s, y] / rho (closed form); the kernel sums use E[S | s, y]
+too.  Only the kernel alignment, not linear in K, is read off a drawn S (steps 2-3).  With
+`f_draws=True` the exact draws f = X u, f_* = X_* u are added (`f_train_draw`, `f_test_draw`).
+sample_stats holds the drawn log s (`log_s`): there is no acceptance step and no trajectory.
 """
 from __future__ import annotations
 
@@ -51,63 +54,56 @@ def draw_log_s(spec, data, chains, draws, rng):
 # ------------------------------------------------------------------ draws of S given x (JAX)
 
 def _one_draw(key, x, chi2, d, t, n_perp):
-    """Given log s: draw u | s, y and S = B^T B; return per-draw statistics and B^T B.
+    """Given log s: E[f | s, y], Var[f | s, y], E[kernel scalars | s, y], a drawn S's alignment.
 
-    Everything is D-sized: the hidden kernel is K = X S X^T / N, its posterior mean is
-    X (mean S) X^T / N (accumulated as a D x D sum), and its per-draw scalars are contractions
-    of B X^T.  No N-sized and no P x P array is formed per draw.
+    Returns per-draw statistics and the D x D matrix E[u u^T | s, y] / rho in the basis W (whose
+    sum gives the posterior mean kernel).  Everything is D-sized: no N-sized and no P x P array.
     """
-    XT = d["XT_all"]  # (D, P + P*)
-    D, P = XT.shape[0], d["y"].shape[0]
-    dt = XT.dtype
+    A = d["A"]  # (D, P + P*): W X_all^T, the outputs in the right singular basis of X
+    D, P = A.shape[0], d["y"].shape[0]
+    dt = A.dtype
     sig2 = t["g_v"] / D
     noise = t["kappa"] / t["chi"]
+    N = t["width"]
     rho = jnp.exp(x) * t["g_w"] / t["chi"]  # |w|^2
+    # u | rho, y in the basis W: independent Gaussians, precision prior + likelihood
+    prec = 1.0 / (rho * sig2) + d["sv2"] / noise  # (D,)
+    c_mean = (d["yt"] / noise) / prec  # (D,)
+    mean = c_mean @ A  # (P + P*,) E[f | s, y]
+    var = (1.0 / prec) @ A**2  # (P + P*,) Var[f | s, y]
+    # E[S | s, y] = (N - 1) sig2 I + W^T M W / rho with M = E[c c^T] = c_mean c_mean^T + 1/prec
+    b = d["b_yhat"]  # (D,) W X^T y_hat
+    target = ((N - 1) * sig2 * d["xty2"] + ((b @ c_mean) ** 2 + b**2 @ (1 / prec)) / rho) / N
+    trace = ((N - 1) * sig2 * d["xf2"] + d["sv2"] @ (c_mean**2 + 1 / prec) / rho) / (N * P)
+    M = (jnp.outer(c_mean, c_mean) + jnp.diag(1.0 / prec)) / rho  # (D, D)
+    # one draw of u and S for the exact f draw and the (nonlinear) kernel alignment
     k_u, k_off = jax.random.split(key)
-    # u | rho, y: prior N(0, rho sig2 I); diagonal precision in the right singular basis of X
-    prec = 1.0 / (rho * sig2) + d["sv2"] / noise
-    c = (d["yt"] / noise) / prec + jax.random.normal(k_u, (D,), dt) / jnp.sqrt(prec)
-    u = d["Wt"].T @ c  # (D,)
-    r = u / jnp.sqrt(rho)
+    c = c_mean + jax.random.normal(k_u, (D,), dt) / jnp.sqrt(prec)
+    f_draw = c @ A
+    r = d["Wt"].T @ c / jnp.sqrt(rho)  # (D,) V^T w_hat
     if n_perp >= D:  # Bartlett: S_perp = sig2 A A^T, A lower triangular, A_ii^2 ~ chi^2_(N-1-i)
         Bp = (jnp.tril(jax.random.normal(k_off, (D, D), dt), -1) + jnp.diag(jnp.sqrt(chi2))).T
     else:  # N - 1 < D: the part of V orthogonal to w_hat itself, (N-1, D)
         Bp = jax.random.normal(k_off, (n_perp, D), dt)
     B = jnp.concatenate([jnp.sqrt(sig2) * Bp, r[None, :]], axis=0)  # (m, D), B^T B = S
-    m = B.shape[0]
-    # readout integrated out given S: f = (X B^T) a, a ~ N(0, s_w I_m), s_w = g_w/(chi N)
-    sw = t["g_w"] / (t["chi"] * t["width"])
-    C = jnp.sqrt(sw) * (B @ XT)  # (m, P + P*)
-    Ctr = C[:, :P]
-    L = jnp.linalg.cholesky(jnp.eye(m, dtype=dt) + Ctr @ Ctr.T / noise)
-    rhs = jnp.concatenate([C, (Ctr @ d["y"])[:, None] / noise], axis=1)
-    Z = jax.scipy.linalg.solve_triangular(L, rhs, lower=True)  # (m, P + P* + 1)
-    mean = Z[:, -1] @ Z[:, :-1]
-    var = jnp.sum(Z[:, :-1] ** 2, axis=0)
-    f_draw = u @ XT
-    # hidden-kernel scalars (as models.kernel_stats, in D-space)
-    N = t["width"]
-    target = jnp.sum((B @ d["Xt_yhat"]) ** 2) / N
-    trace = jnp.sum(Ctr**2) / (sw * N * P)
     BXc = B @ d["XcT"]  # (m, P)
-    M = BXc @ BXc.T
-    align = jnp.sum((B @ d["Xct_yc"]) ** 2) / (jnp.sqrt(jnp.sum(M * M)) * d["yc2"] + 1e-300)
+    G = BXc @ BXc.T
+    align = jnp.sum((B @ d["Xct_yc"]) ** 2) / (jnp.sqrt(jnp.sum(G * G)) * d["yc2"] + 1e-300)
     return {"f_train": mean[:P], "f_test": mean[P:], "var_train": var[:P], "var_test": var[P:],
             "f_train_draw": f_draw[:P], "f_test_draw": f_draw[P:], "kernel_target": target,
-            "kernel_trace": trace, "kernel_alignment": align}, B
+            "kernel_trace": trace, "kernel_alignment": align}, M
 
 
 def _build(batch, n_perp, d, t):
     """Compile one call over `batch` independent draws (chains x draws flattened)."""
     def many(keys, xs, c2, d, t, valid):
-        out, B = jax.vmap(_one_draw, in_axes=(0, 0, 0, None, None, None))(keys, xs, c2, d, t,
+        out, M = jax.vmap(_one_draw, in_axes=(0, 0, 0, None, None, None))(keys, xs, c2, d, t,
                                                                           n_perp)
-        Bv = B * valid[:, None, None]
-        S_sum = jnp.einsum("bmi,bmj->ij", Bv, Bv)  # sum of S over the valid draws
-        return out, S_sum
+        M_sum = jnp.einsum("b,bij->ij", valid, M)  # sum over the valid draws, basis W
+        return out, M_sum
 
-    D = d["XT_all"].shape[0]
-    dt = d["XT_all"].dtype
+    D = d["A"].shape[0]
+    dt = d["A"].dtype
     args = (jax.random.split(jax.random.PRNGKey(0), batch), jnp.zeros(batch, dt),
             jnp.zeros((batch, D), dt), d, t, jnp.zeros(batch, dt))
     t0 = time.perf_counter()
@@ -129,9 +125,11 @@ def _arrays(spec, data):
     y_hat = y / np.linalg.norm(y)
     yc = y_hat - y_hat.mean()
     Xc = X - X.mean(axis=0)
-    d = {"XT_all": np.vstack([X, Xt]).T, "y": y, "Wt": Wt[:D], "sv2": sv2,
-         "yt": Wt[:D] @ (X.T @ y),  # X^T y in the basis W
-         "Xt_yhat": X.T @ y_hat, "XcT": Xc.T, "Xct_yc": Xc.T @ yc, "yc2": yc @ yc}
+    W = Wt[:D]  # (D, D) right singular basis of X
+    d = {"A": W @ np.vstack([X, Xt]).T, "y": y, "Wt": W, "sv2": sv2,
+         "yt": W @ (X.T @ y),  # X^T y in the basis W
+         "b_yhat": W @ (X.T @ y_hat), "xty2": np.sum((X.T @ y_hat) ** 2),
+         "xf2": np.sum(X**2), "XcT": Xc.T, "Xct_yc": Xc.T @ yc, "yc2": yc @ yc}
     t = {"g_v": spec.g_v, "g_w": spec.g_w, "chi": spec.chi, "kappa": spec.kappa,
          "width": float(spec.width)}
     return ({k: jnp.asarray(v, jnp.float64) for k, v in d.items()},
@@ -163,11 +161,11 @@ def sample_exact(spec, data, chains=4, draws=1000, seed=0, progress=False, desc=
     fn = _CACHE[key][0]
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
-    x, lp, grid = draw_log_s(spec, data, chains, draws, rng)
+    x, _, grid = draw_log_s(spec, data, chains, draws, rng)
     base = jax.random.PRNGKey(seed)
     label = desc or f"exact N={N} linear chi={spec.chi:.4g}"
     bar, update = progress_bar(progress, draws, label)
-    parts, S_sum = [], np.zeros((D, D))
+    parts, M_sum = [], np.zeros((D, D))
     # Bartlett diagonal: chi^2_(N-1), ..., chi^2_(N-D)
     dof = np.maximum(N - 1.0 - np.arange(D), 1.0)
     try:
@@ -183,18 +181,20 @@ def sample_exact(spec, data, chains=4, draws=1000, seed=0, progress=False, desc=
                          jnp.asarray(valid.reshape(-1)))
             parts.append({k: np.asarray(v).reshape((chains, chunk) + v.shape[1:])[:, :n]
                           for k, v in out.items()})
-            S_sum += np.asarray(Ss)
+            M_sum += np.asarray(Ss)
             update(n, "sampling")
     finally:
         if bar is not None:
             bar.close()
     out = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
     X, Xt = np.asarray(data.X, float), np.asarray(data.X_test, float)
-    ksums = (X @ S_sum @ X.T / N, Xt @ S_sum @ X.T / N)  # sums over draws of K = X S X^T / N
+    n_done = out["f_train"].shape[0] * out["f_train"].shape[1]
+    W = np.asarray(d["Wt"])
+    # sum over draws of E[S | s, y] = (N - 1) (g_v/D) I + W^T M W, and of K = X S X^T / N
+    S_sum = n_done * (N - 1) * spec.g_v / D * np.eye(D) + W.T @ M_sum @ W
+    ksums = (X @ S_sum @ X.T / N, Xt @ S_sum @ X.T / N, n_done)
     sample_s = time.perf_counter() - t0
-    out["lp"] = lp
-    out["acceptance_rate"] = np.ones(x.shape)  # every draw is an independent exact draw
-    out["diverging"] = np.zeros(x.shape, bool)
+    out["log_s"] = x
     draws_f = {k: out.pop(k) for k in ("f_train_draw", "f_test_draw")}
     tree = to_datatree(out, ksums, spec, data, method="exact", seed=seed, chains=chains,
                        warmup=0, draws=draws, chain_method="vectorized", dtype="float64",

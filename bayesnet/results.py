@@ -26,7 +26,7 @@ POSTERIOR_VARS = {
 }
 # per-draw sampler statistics (each sampler reports the ones that are meaningful for it)
 STATS_VARS = ("diverging", "tree_depth", "n_steps", "step_size", "energy", "acceptance_rate",
-              "lp")
+              "lp", "log_s")
 
 
 def versions() -> dict[str, str]:

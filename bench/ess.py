@@ -2,7 +2,8 @@
 
 Rank-normalised split-chain bulk ESS (Vehtari et al. 2021) with Geyer's initial positive and
 initial monotone sequences on FFT autocovariances -- the same estimator as
-`arviz_stats.ess(x, method="bulk")` (checked in tests/test_bench_tools.py).  numpy + scipy only.
+`arviz_stats.ess(x, method="bulk")` (checked in tests/test_bench_tools.py), and the MCSE of a mean
+(`mcse_mean`, equal to `arviz_stats.mcse(x, method="mean")`).  numpy + scipy only.
 """
 from __future__ import annotations
 
@@ -64,3 +65,16 @@ def ess_bulk(x) -> float:
     r = rankdata(x, method="average").reshape(x.shape)
     z = ndtri((r - 0.375) / (x.size + 0.25))  # Blom rank normalisation
     return ess_geyer(z)
+
+
+def ess_mean(x) -> float:
+    """ESS of the mean of draws x (chains, draws): split chains, no rank normalisation."""
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    half = x.shape[1] // 2
+    return ess_geyer(np.vstack([x[:, :half], x[:, -half:]]))
+
+
+def mcse_mean(x) -> float:
+    """Monte-Carlo standard error of the posterior mean of x (chains, draws): sd / sqrt(ESS)."""
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    return float(np.std(x, ddof=1) / np.sqrt(ess_mean(x)))

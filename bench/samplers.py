@@ -1,21 +1,29 @@
 """Side-by-side sampler benchmark on one posterior (never a unit test).
 
+Figure of merit: **cost per unit precision** = wall time x MCSE^2 of a posterior mean (seconds x
+variance: the wall time that buys an estimate with standard error 1), for the two posterior
+means every sampler reports: the train outputs' mean f-bar and the kernel target y_hat^T K y_hat.
+Lower is better; "gain" = baseline cost / method cost.  ESS/s is printed beside it, but it ranks
+samplers wrongly when their per-draw estimators differ (a Rao-Blackwellised E[f | V] has less
+variance per draw than a draw of f, so fewer effective draws can give a more precise mean).
+
 Methods, all on the same data and spec, in one process:
   baseline   hand-written NumPyro model over (V, w) non-centred, plain
              MCMC(NUTS(model), chain_method="vectorized", progress_bar=False) -- what a competent
              user writes with default settings;
-  full       bayesnet method="full"   (same posterior, bayesnet's chunked engine);
-  collapsed  bayesnet method="collapsed" (readout integrated out, NUTS over V);
-  exact      bayesnet method="exact" (linear only; independent draws, no N-sized arrays);
-  blackjax   BlackJAX window adaptation + NUTS in lax.scan, vmapped over chains, on the same
-             (V, w) log density as the baseline (an outside peer).
-Per method: compile time, sampling time (warmup + draws, compilation excluded), gradient
-evaluations in the sampling phase, bulk ESS of the mean train output and of y_hat^T K y_hat,
-ESS per second and the ratio to the baseline.  Further sections: exact-sampler cost vs width,
-NUTS per-gradient overhead vs a raw jitted value-and-gradient, peak memory.
+  full / collapsed / exact   bayesnet.sample (NUTS over (V, w) / over V with w integrated out /
+             independent draws for linear networks, Rao-Blackwellised given s);
+  chees      bayesnet.sample(method="collapsed", algorithm="chees") (BlackJAX ChEES-HMC);
+  blackjax   BlackJAX window adaptation + NUTS, vmapped, on the baseline's (V, w) log density.
+Wall = compile + warmup + draws (the baseline recompiles at every chi; bayesnet does not).
 
-    .venv/bin/python bench/samplers.py --quick            # < 3 min on 2 cores
-    .venv/bin/python bench/samplers.py --out bench/results_samplers.json
+Sections: comparison (the table above), pergrad (engine vs NumPyro's MCMC per gradient, chunks
+alternated in one process), chains (NUTS vs ChEES at 4, 64, 256 chains), exact (cost against the
+width), memory (peak RSS in a subprocess).
+
+    .venv/bin/python bench/samplers.py --quick                       # a few minutes on 2 cores
+    .venv/bin/python bench/samplers.py --sections pergrad --out r.json
+    .venv/bin/python bench/samplers.py --markdown r.json             # tables for BENCHMARKS.md
 """
 from __future__ import annotations
 
@@ -32,16 +40,29 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ess import ess_bulk, mcse_mean
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import bayesnet as bn  # noqa: E402
-from bayesnet import engine  # noqa: E402
-from bayesnet.activations import activation_fn  # noqa: E402
-from ess import ess_bulk  # noqa: E402
+import bayesnet as bn
+from bayesnet import engine, sampling
+from bayesnet.activations import activation_fn
+from bayesnet.models import MODELS
+
+bn.enable_float64()  # the hand-written baseline runs in float64, like bayesnet.sample
 
 
-# ------------------------------------------------------------------ shared pieces
+# ------------------------------------------------------------------ figure of merit
+
+def row(method, compile_s, sample_s, grads, fm, kt, **extra):
+    """One result: wall, gradients, ESS, MCSE and cost per unit precision of f-bar and yKy."""
+    wall = compile_s + sample_s
+    e_f, e_k = ess_bulk(fm), ess_bulk(kt)
+    m_f, m_k = mcse_mean(fm), mcse_mean(kt)
+    return {"method": method, "compile_s": compile_s, "sample_s": sample_s, "wall_s": wall,
+            "grads": int(grads), "ess_f": e_f, "ess_k": e_k, "mcse_f": m_f, "mcse_k": m_k,
+            "cost_f": wall * m_f**2, "cost_k": wall * m_k**2,
+            "ess_per_s": min(e_f, e_k) / wall, "mean_f": float(np.mean(fm)),
+            "mean_k": float(np.mean(kt)), **extra}
+
 
 def observables(z_V, z_w, X, y_hat, spec):
     """Mean train output and y_hat^T K y_hat from raw (V, w) draws (C, S, N, D), (C, S, N)."""
@@ -54,42 +75,14 @@ def observables(z_V, z_w, X, y_hat, spec):
         f = H @ (zw * jnp.sqrt(spec.readout_var))
         return f.mean(), jnp.sum((y_hat @ H) ** 2) / zv.shape[0]
 
-    f = jax.vmap(jax.vmap(one))
-    fm, kt = f(jnp.asarray(z_V), jnp.asarray(z_w))
+    fm, kt = jax.vmap(jax.vmap(one))(jnp.asarray(z_V), jnp.asarray(z_w))
     return np.asarray(fm), np.asarray(kt)
 
 
-def log_density(spec, X, y):
-    """log p(z_V, z_w | y) of the non-centred (V, w) model, up to a constant; theta traced."""
-    phi = activation_fn(spec.activation)
-    N, D = spec.width, X.shape[1]
-
-    def logp(z, th):
-        f = phi(X @ (z["z_V"] * jnp.sqrt(th["g_v"] / D)).T) @ (
-            z["z_w"] * jnp.sqrt(th["g_w"] / (th["chi"] * N)))
-        noise = th["kappa"] / th["chi"]
-        return (-0.5 * jnp.sum(z["z_V"] ** 2) - 0.5 * jnp.sum(z["z_w"] ** 2)
-                - 0.5 * jnp.sum((y - f) ** 2) / noise - 0.5 * y.size * jnp.log(noise))
-
-    return logp
-
-
-def theta_of(spec):
-    return {k: jnp.float64(getattr(spec, k)) for k in ("g_v", "g_w", "chi", "kappa")}
-
-
-def row(method, compile_s, sample_s, grads, fm, kt):
-    e_f, e_k = ess_bulk(fm), ess_bulk(kt)
-    return {"method": method, "compile_s": compile_s, "sample_s": sample_s, "grads": int(grads),
-            "ess_f": e_f, "ess_k": e_k, "ess_per_s": min(e_f, e_k) / sample_s}
-
-
-# ------------------------------------------------------------------ methods
-
-def run_baseline(spec, data, chains, warmup, draws, seed):
+def baseline_model(spec, data):
+    """The hand-written NumPyro model over (V, w), non-centred, constants closed over."""
     import numpyro
     import numpyro.distributions as dist
-    from numpyro.infer import MCMC, NUTS
 
     phi = activation_fn(spec.activation)
     N, D = spec.width, data.dim
@@ -100,9 +93,17 @@ def run_baseline(spec, data, chains, warmup, draws, seed):
         f = phi(X @ (z_V * math.sqrt(spec.g_v / D)).T) @ (z_w * math.sqrt(spec.readout_var))
         numpyro.sample("y", dist.Normal(f, math.sqrt(spec.noise_var)), obs=y)
 
+    return model
+
+
+# ------------------------------------------------------------------ methods
+
+def run_baseline(spec, data, chains, warmup, draws, seed):
+    from numpyro.infer import MCMC, NUTS
+
     X, y = jnp.asarray(data.X), jnp.asarray(data.y)
-    mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=draws, num_chains=chains,
-                chain_method="vectorized", progress_bar=False)
+    mcmc = MCMC(NUTS(baseline_model(spec, data)), num_warmup=warmup, num_samples=draws,
+                num_chains=chains, chain_method="vectorized", progress_bar=False)
     t0 = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed + 1), X, y, extra_fields=("num_steps",))
     jax.block_until_ready(mcmc.get_samples())
@@ -118,30 +119,38 @@ def run_baseline(spec, data, chains, warmup, draws, seed):
     return row("baseline", max(first - sample_s, 0.0), sample_s, grads, fm, kt)
 
 
-def run_bayesnet(method, spec, data, chains, warmup, draws, seed):
+def run_bayesnet(method, spec, data, chains, warmup, draws, seed, **kw):
     tree = bn.sample(spec, data, method=method, chains=chains, warmup=warmup, draws=draws,
-                     seed=seed, progress=False)
+                     seed=seed, progress=False, **kw)
     post = tree["posterior"]
-    fm = post["f_train"].values.mean(-1)
-    kt = post["kernel_target"].values
-    st = tree["sample_stats"]
-    grads = st["n_steps"].values.sum() if "n_steps" in st else 0
-    return row(method, tree.attrs["timing_compile_s"], tree.attrs["timing_sample_s"], grads,
-               fm, kt)
+    name = method if kw.get("algorithm", "nuts") == "nuts" else kw["algorithm"]
+    grads = tree.attrs.get("timing_n_grad", 0)
+    return row(name, tree.attrs["timing_compile_s"], tree.attrs["timing_sample_s"], grads,
+               post["f_train"].values.mean(-1), post["kernel_target"].values,
+               chain_method=tree.attrs["chain_method"])
 
 
 _BJ_CACHE: dict = {}
 
 
 def run_blackjax(spec, data, chains, warmup, draws, seed):
+    """BlackJAX window adaptation + NUTS on the baseline's (V, w) density (an outside peer)."""
     import blackjax
 
     X, y = jnp.asarray(data.X), jnp.asarray(data.y)
     N, D = spec.width, data.dim
+    phi = activation_fn(spec.activation)
+
+    def logp(z, th):
+        f = phi(X @ (z["z_V"] * jnp.sqrt(th[0] / D)).T) @ (z["z_w"] * jnp.sqrt(th[1] / (th[2] * N)))
+        noise = th[3] / th[2]
+        return (-0.5 * jnp.sum(z["z_V"] ** 2) - 0.5 * jnp.sum(z["z_w"] ** 2)
+                - 0.5 * jnp.sum((y - f) ** 2) / noise - 0.5 * y.size * jnp.log(noise))
+
+    th = jnp.array([spec.g_v, spec.g_w, spec.chi, spec.kappa])
     key = (spec.width, spec.activation, X.shape, chains, warmup, draws)
     if key not in _BJ_CACHE:
-        def run(rng, z0, X, y, th):
-            logp = log_density(spec, X, y)
+        def run(rng, z0, th):
             ld = lambda z: logp(z, th)  # noqa: E731
 
             def one_chain(k, z):
@@ -161,7 +170,7 @@ def run_blackjax(spec, data, chains, warmup, draws, seed):
 
         z0 = {"z_V": jnp.zeros((chains, N, D)), "z_w": jnp.zeros((chains, N))}
         t0 = time.perf_counter()
-        comp = jax.jit(run).lower(jax.random.PRNGKey(0), z0, X, y, theta_of(spec)).compile()
+        comp = jax.jit(run).lower(jax.random.PRNGKey(0), z0, th).compile()
         _BJ_CACHE[key] = (comp, time.perf_counter() - t0)
         compile_s = _BJ_CACHE[key][1]
     else:
@@ -170,7 +179,7 @@ def run_blackjax(spec, data, chains, warmup, draws, seed):
     k0, k1, k2 = jax.random.split(jax.random.PRNGKey(seed), 3)
     z0 = {"z_V": jax.random.normal(k0, (chains, N, D)), "z_w": jax.random.normal(k1, (chains, N))}
     t0 = time.perf_counter()
-    pos, nsteps = comp(k2, z0, X, y, theta_of(spec))
+    pos, nsteps = comp(k2, z0, th)
     jax.block_until_ready(pos)
     sample_s = time.perf_counter() - t0
     y_hat = jnp.asarray(data.y / np.linalg.norm(data.y))
@@ -178,37 +187,133 @@ def run_blackjax(spec, data, chains, warmup, draws, seed):
     return row("blackjax", compile_s, sample_s, np.asarray(nsteps).sum(), fm, kt)
 
 
+def _print(r, prefix=""):
+    print(f"{prefix}{r['method']:9s} wall {r['wall_s']:7.2f}s (compile {r['compile_s']:5.1f}) "
+          f"grads {r['grads']:9d} ESS f {r['ess_f']:7.1f} K {r['ess_k']:7.1f} ESS/s "
+          f"{r['ess_per_s']:8.2f} | cost f {r['cost_f']:.2e} K {r['cost_k']:.2e} | gain f "
+          f"{r.get('gain_f', float('nan')):8.1f} K {r.get('gain_k', float('nan')):8.1f}",
+          flush=True)
+
+
+def _gains(rows):
+    base = rows[0]  # the baseline, or the first method with --no-baseline
+    for r in rows:
+        r["gain_f"], r["gain_k"] = base["cost_f"] / r["cost_f"], base["cost_k"] / r["cost_k"]
+
+
 # ------------------------------------------------------------------ sections
 
 def comparison(args):
     out = []
+    data = bn.ising(n_train=args.P, n_test=args.P_test, dim=args.D, flip=0.1, seed=0)
     for act in args.activations:
         for N in args.widths:
             for chi_name in ("1", "N"):
                 spec = bn.NetworkSpec(width=N, activation=act, chi=1.0 if chi_name == "1" else N,
                                       kappa=args.kappa)
-                data = bn.ising(n_train=args.P, n_test=args.P_test, dim=args.D, flip=0.1, seed=0)
                 kw = dict(chains=args.chains, warmup=args.warmup, draws=args.draws, seed=1)
                 rows = [] if args.no_baseline else [run_baseline(spec, data, **kw)]
                 for m in ("full", "collapsed"):
                     rows.append(run_bayesnet(m, spec, data, **kw))
+                if not args.no_chees:
+                    rows.append(run_bayesnet("collapsed", spec, data, algorithm="chees", **kw))
                 if act == "linear":
                     rows.append(run_bayesnet("exact", spec, data, **kw))
                 if not args.no_blackjax:
                     rows.append(run_blackjax(spec, data, **kw))
-                base = rows[0]["ess_per_s"]  # the baseline, or bayesnet full with --no-baseline
+                _gains(rows)
                 for r in rows:
-                    r.update(activation=act, width=N, chi=chi_name, ratio=r["ess_per_s"] / base)
-                    print(f"{act:6s} N={N:5d} chi={chi_name:1s} {r['method']:9s} "
-                          f"compile {r['compile_s']:6.2f}s sample {r['sample_s']:7.2f}s "
-                          f"grads {r['grads']:9d} ESS f {r['ess_f']:7.1f} K {r['ess_k']:7.1f} "
-                          f"ESS/s {r['ess_per_s']:9.2f} x{r['ratio']:8.2f}", flush=True)
+                    r.update(activation=act, width=N, chi=chi_name)
+                    _print(r, f"{act:6s} N={N:5d} chi={chi_name:1s} ")
                 out.extend(rows)
     return out
 
 
+def per_gradient(args):
+    """Engine vs NumPyro's MCMC per gradient (warmup + draws), alternated in one process.
+
+    Full model: the hand-written baseline; collapsed: bayesnet's model run by MCMC(NUTS).  Both
+    chain methods.  Seconds per gradient = wall of a warm run (compiled) / leapfrog steps.
+    """
+    from numpyro.infer import MCMC, NUTS
+
+    out = []
+    for N, P in args.pergrad_sizes:
+        data = bn.ising(n_train=P, n_test=args.P_test, dim=args.D, flip=0.1, seed=0)
+        for method in args.pergrad_methods:
+            spec = bn.NetworkSpec(width=N, activation="erf", chi=1.0, kappa=args.kappa)
+            for cm in ("vectorized", "sequential"):
+                opts = sampling.check_options(method, chains=args.chains, warmup=args.pg_warmup,
+                                              draws=args.pg_draws, chain_method=cm)
+                cfg = sampling.run_config(spec, opts)
+                d, th = sampling.data_arrays(data), sampling.theta_arrays(spec)
+                keys, z0 = sampling.initial_positions(spec, data, opts)
+                model = baseline_model(spec, data) if method == "full" else MODELS[method][0](
+                    N, "erf")
+                margs = (jnp.asarray(data.X), jnp.asarray(data.y)) if method == "full" else (d, th)
+                mcmc = MCMC(NUTS(model), num_warmup=opts.warmup, num_samples=opts.draws,
+                            num_chains=opts.chains, chain_method=cm, progress_bar=False)
+                init = z0 if opts.chains > 1 else jax.tree.map(lambda a: a[0], z0)
+
+                def run_mcmc(rep, mcmc=mcmc, init=init, margs=margs):
+                    t0 = time.perf_counter()
+                    mcmc.warmup(jax.random.PRNGKey(rep), *margs, init_params=init,
+                                extra_fields=("num_steps",), collect_warmup=True)
+                    g = np.asarray(mcmc.get_extra_fields()["num_steps"]).sum()
+                    mcmc.run(jax.random.PRNGKey(rep + 1), *margs, extra_fields=("num_steps",))
+                    jax.block_until_ready(mcmc.get_samples())
+                    g += np.asarray(mcmc.get_extra_fields()["num_steps"]).sum()
+                    return (time.perf_counter() - t0) / g
+
+                def run_engine(rep, cfg=cfg, keys=keys, z0=z0, d=d, th=th, cm=cm, opts=opts):
+                    t0 = time.perf_counter()
+                    r = engine.run(cfg, keys, z0, d, th, opts.draws, chain_method=cm)
+                    wall = time.perf_counter() - t0 - r.timing["compile_s"]
+                    return wall / (r.timing["n_grad_warmup"] + r.timing["n_grad"])
+
+                run_mcmc(0), run_engine(0)  # compile both
+                a, b = [], []
+                for rep in range(1, args.reps + 1):
+                    a.append(run_mcmc(rep))
+                    b.append(run_engine(rep))
+                ratio = np.array(b) / np.array(a)
+                r = {"width": N, "P": P, "method": method, "chain_method": cm,
+                     "chains": opts.chains, "mcmc_us_per_grad": 1e6 * float(np.median(a)),
+                     "engine_us_per_grad": 1e6 * float(np.median(b)),
+                     "ratio_median": float(np.median(ratio)), "ratio_min": float(ratio.min()),
+                     "ratio_max": float(ratio.max()), "load": os.getloadavg()[0]}
+                print(f"pergrad N={N} P={P} {method:9s} {cm:10s}: engine/MCMC per gradient "
+                      f"{r['ratio_median']:.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] "
+                      f"({r['engine_us_per_grad']:.0f} vs {r['mcmc_us_per_grad']:.0f} us, "
+                      f"load {r['load']:.1f})", flush=True)
+                out.append(r)
+    return out
+
+
+def many_chains(args):
+    """Collapsed NUTS vs ChEES-HMC: cost per unit precision at several chain counts."""
+    out = []
+    data = bn.ising(n_train=args.P, n_test=args.P_test, dim=args.D, flip=0.1, seed=0)
+    spec = bn.NetworkSpec(width=args.chains_width, activation="erf", chi=float(args.chains_width),
+                          kappa=args.kappa)
+    for C in args.chain_counts:
+        draws = max(args.chains_min_draws, args.chains_total_draws // C)
+        kw = dict(chains=C, warmup=args.warmup, draws=draws, seed=2)
+        rows = [run_bayesnet("collapsed", spec, data, chain_method="vectorized", **kw),
+                run_bayesnet("collapsed", spec, data, algorithm="chees", **kw)]
+        if C <= 8:
+            rows.insert(1, run_bayesnet("collapsed", spec, data, chain_method="sequential", **kw))
+            rows[1]["method"] = "collapsed-seq"
+        _gains(rows)
+        for r in rows:
+            r.update(chains=C, draws=draws, load=os.getloadavg()[0])
+            _print(r, f"chains C={C:4d} x {draws:4d} ")
+        out.extend(rows)
+    return out
+
+
 def exact_scaling(args):
-    """Exact sampler: cost per effective sample against the width."""
+    """Exact sampler: cost per unit precision against the width."""
     data = bn.ising(n_train=args.P, n_test=args.P_test, dim=args.D, flip=0.1, seed=0)
     out = []
     for N in (64, 1024, 16384, 10**6):
@@ -216,117 +321,40 @@ def exact_scaling(args):
             spec = bn.NetworkSpec(width=N, activation="linear", chi=chi, kappa=args.kappa)
             r = run_bayesnet("exact", spec, data, chains=4, warmup=0, draws=args.exact_draws,
                              seed=2)
-            r.update(width=N, chi="1" if chi == 1.0 else "N",
-                     ms_per_ess=1e3 * r["sample_s"] / min(r["ess_f"], r["ess_k"]))
-            print(f"exact N={N:8d} chi={r['chi']} sample {r['sample_s']:.3f}s "
-                  f"ESS f {r['ess_f']:.0f} K {r['ess_k']:.0f} ms/ESS {r['ms_per_ess']:.3f}",
-                  flush=True)
+            r.update(width=N, chi="1" if chi == 1.0 else "N")
+            print(f"exact N={N:8d} chi={r['chi']} wall {r['wall_s']:.3f}s ESS f "
+                  f"{r['ess_f']:.0f} K {r['ess_k']:.0f} cost f {r['cost_f']:.2e} K "
+                  f"{r['cost_k']:.2e}", flush=True)
             out.append(r)
     return out
 
 
-def _timed_chunks(cfg, keys, z0, d, th, draws):
-    """Engine sampling phase only: seconds and n_steps (C, draws) after a full warmup."""
-    comp = engine.compiled_for(cfg, z0, d, th)
-    states = comp.init(keys, z0, d, th)
-    done = 0
-    while done < cfg.warmup:
-        n = min(cfg.chunk, cfg.warmup - done)
-        states, _, _ = comp.chunk(states, d, th, jnp.int32(n), jnp.bool_(False))
-        done += n
-    jax.block_until_ready(states)
-    t0, steps, done = time.perf_counter(), [], 0
-    while done < draws:
-        n = min(cfg.chunk, draws - done)
-        states, _, out = comp.chunk(states, d, th, jnp.int32(n), jnp.bool_(True))
-        steps.append(np.asarray(out["n_steps"][:, :n]))
-        done += n
-    jax.block_until_ready(states)
-    return time.perf_counter() - t0, np.concatenate(steps, axis=1)
-
-
-def _raw_grad_s(pot, z, d, th, reps=200):
-    """Seconds per chain-gradient of a jitted, vmapped value_and_grad, `reps` in one program."""
-    vg = jax.vmap(jax.value_and_grad(pot), in_axes=(0, None, None))
-
-    @jax.jit
-    def loop(z, d, th):
-        def body(i, carry):
-            z, acc = carry
-            v, g = vg(z, d, th)
-            return jax.tree.map(lambda a, b: a + 1e-30 * b, z, g), acc + v.sum()
-        return jax.lax.fori_loop(0, reps, body, (z, 0.0))
-
-    jax.block_until_ready(loop(z, d, th))
-    t0 = time.perf_counter()
-    jax.block_until_ready(loop(z, d, th))
-    C = jax.tree.leaves(z)[0].shape[0]
-    return (time.perf_counter() - t0) / (reps * C)
-
-
-def overhead(args):
-    """Time per gradient inside NUTS vs a raw jitted value-and-gradient of the same potential."""
-    from numpyro.infer.util import potential_energy
-
-    from bayesnet.models import MODELS
-    from bayesnet.sampling import _bind_stats, data_arrays, theta_arrays
-
-    out = []
-    data = bn.ising(n_train=args.P, n_test=args.P_test, dim=args.D, flip=0.1, seed=0)
-    for act in args.activations:
-        for N in args.widths[:2]:
-            for method in ("full", "collapsed"):
-                for chains in args.overhead_chains:
-                    spec = bn.NetworkSpec(width=N, activation=act, chi=float(N), kappa=args.kappa)
-                    model_fn, stats_fn = MODELS[method]
-                    model = model_fn(N, act)
-                    chunk = int(min(250, max(25, math.ceil((args.warmup + args.draws) / 20))))
-                    cfg = engine.RunConfig(model, _bind_stats(stats_fn, N, act), chains,
-                                           args.warmup, chunk, 0.8, 10)
-                    d, th = data_arrays(data), theta_arrays(spec)
-                    k0 = jax.random.PRNGKey(0)
-                    z0 = {"z_V": jax.random.normal(k0, (chains, N, data.dim))}
-                    if method == "full":
-                        z0["z_w"] = jax.random.normal(k0, (chains, N))
-                    keys = jax.random.split(k0, chains)
-                    secs, steps = _timed_chunks(cfg, keys, z0, d, th, args.draws)
-                    pot = lambda z, d, t, model=model: potential_energy(model, (d, t), {}, z)  # noqa: E731,E501
-                    raw = _raw_grad_s(pot, z0, d, th)
-                    per_grad = secs / steps.sum()
-                    lockstep = steps.sum() / (chains * steps.max(axis=0).sum())
-                    r = {"activation": act, "width": N, "method": method, "chains": chains,
-                         "nuts_us_per_grad": 1e6 * per_grad, "raw_us_per_grad": 1e6 * raw,
-                         "ratio": per_grad / raw, "lockstep_efficiency": lockstep,
-                         "ratio_per_lockstep_grad": per_grad * lockstep / raw}
-                    print(f"overhead {act} N={N} {method:9s} C={chains:4d}: NUTS "
-                          f"{r['nuts_us_per_grad']:.2f} us/grad, raw {r['raw_us_per_grad']:.2f}"
-                          f" -> x{r['ratio']:.2f} (lock-step efficiency {lockstep:.2f}, x"
-                          f"{r['ratio_per_lockstep_grad']:.2f} per executed gradient)",
-                          flush=True)
-                    out.append(r)
-    return out
-
-
 def memory(args):
-    """Peak resident memory of runs with N = 1024, P = 512, 4 chains x 1000 draws (subprocess)."""
+    """Peak resident memory of runs with N = 1024, P = 512, 4 chains (subprocess)."""
     out = []
-    for method, warmup, depth in (("exact", 0, 10), ("collapsed", 20, args.memory_depth)):
+    for method, warmup, draws in (("exact", 0, 1000), ("collapsed", args.memory_warmup,
+                                                        args.memory_draws)):
         code = (
             "import resource, bayesnet as bn;"
             "d = bn.ising(n_train=512, n_test=64, dim=32, flip=0.1, seed=0);"
             "s = bn.NetworkSpec(width=1024, activation='linear', chi=1024.0, kappa=1.0);"
-            f"t = bn.sample(s, d, method='{method}', chains=4, warmup={warmup}, draws=1000,"
-            f" max_tree_depth={depth}, progress=False);"
+            f"t = bn.sample(s, d, method='{method}', chains=4, warmup={warmup}, draws={draws},"
+            f" max_tree_depth={args.memory_depth}, progress=False);"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        try:
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 timeout=args.memory_timeout)
+        except subprocess.TimeoutExpired:
+            print(f"memory {method}: over the {args.memory_timeout} s budget", flush=True)
+            out.append({"method": method, "timeout_s": args.memory_timeout})
+            continue
         if res.returncode != 0:
             print(res.stderr[-2000:])
             continue
         mb = float(res.stdout.strip().splitlines()[-1])
         r = {"method": method, "peak_rss_mb": mb, "wall_s": time.perf_counter() - t0,
-             "max_tree_depth": depth}
+             "warmup": warmup, "draws": draws, "max_tree_depth": args.memory_depth}
         print(f"memory {method}: peak RSS {mb:.0f} MB ({r['wall_s']:.0f} s)", flush=True)
         out.append(r)
     return out
@@ -337,107 +365,130 @@ def machine():
     info = {"python": platform.python_version(), "jax": jax.__version__,
             "numpyro": numpyro.__version__, "numpy": np.__version__,
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "device": str(jax.devices()[0])}
+            "device": str(jax.devices()[0]), "load_avg_start": os.getloadavg()}
     try:
         import blackjax
         info["blackjax"] = blackjax.__version__
     except ImportError:
         pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(l.split(":", 1)[1].strip() for l in f if "model name" in l)
-        info["load_avg_start"] = os.getloadavg()
-    except (OSError, StopIteration):
-        pass
     return info
+
+
+# ------------------------------------------------------------------ markdown
+
+def markdown(path):
+    """Markdown tables from a results JSON written by --out (for BENCHMARKS.md)."""
+    with open(path) as f:
+        r = json.load(f)
+    lines = [f"Command: `{r['command']}`", ""]
+    head = ("| method | wall s | grads | ESS f̄ | ESS ŷKŷ | ESS/s | MCSE f̄ | MCSE ŷKŷ | cost f̄ | "
+            "cost ŷKŷ | gain f̄ | gain ŷKŷ |")
+
+    def cells(x):
+        return (f"{x['method']} | {x['wall_s']:.1f} | {x['grads']} | {x['ess_f']:.0f} | "
+                f"{x['ess_k']:.0f} | {x['ess_per_s']:.1f} | {x['mcse_f']:.1e} | "
+                f"{x['mcse_k']:.1e} | {x['cost_f']:.1e} | {x['cost_k']:.1e} | "
+                f"{x['gain_f']:.3g} | {x['gain_k']:.3g} |")
+
+    if "comparison" in r:
+        lines += ["| activation | N | χ " + head, "|" + "---|" * 15]
+        for x in r["comparison"]:
+            lines.append(f"| {x['activation']} | {x['width']} | {x['chi']} | " + cells(x))
+        lines.append("")
+    if "pergrad" in r:
+        lines += ["| N | P | model | chains | engine µs/grad | MCMC µs/grad | engine/MCMC median "
+                  "[min, max] | load |", "|" + "---|" * 8]
+        for x in r["pergrad"]:
+            lines.append(f"| {x['width']} | {x['P']} | {x['method']} | {x['chains']} "
+                         f"{x['chain_method']} | {x['engine_us_per_grad']:.0f} | "
+                         f"{x['mcmc_us_per_grad']:.0f} | {x['ratio_median']:.2f} "
+                         f"[{x['ratio_min']:.2f}, {x['ratio_max']:.2f}] | {x['load']:.1f} |")
+        lines.append("")
+    if "chains" in r:
+        lines += ["| chains × draws " + head, "|" + "---|" * 13]
+        for x in r["chains"]:
+            lines.append(f"| {x['chains']} × {x['draws']} | " + cells(x))
+        lines.append("")
+    if "exact_scaling" in r:
+        lines += ["| N | χ | wall s | ESS f̄ | ESS ŷKŷ | cost f̄ | cost ŷKŷ |", "|" + "---|" * 7]
+        for x in r["exact_scaling"]:
+            lines.append(f"| {x['width']} | {x['chi']} | {x['wall_s']:.3f} | {x['ess_f']:.0f} |"
+                         f" {x['ess_k']:.0f} | {x['cost_f']:.1e} | {x['cost_k']:.1e} |")
+        lines.append("")
+    if "memory" in r:
+        lines += ["| method | warmup + draws | peak RSS MB | wall s |", "|---|---|---|---|"]
+        for x in r["memory"]:
+            if "peak_rss_mb" in x:
+                lines.append(f"| {x['method']} | {x['warmup']} + {x['draws']} | "
+                             f"{x['peak_rss_mb']:.0f} | {x['wall_s']:.0f} |")
+    print("\n".join(lines))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sizes, < 3 minutes on 2 cores")
+    p.add_argument("--quick", action="store_true", help="small sizes, a few minutes on 2 cores")
     p.add_argument("--out", default=None, help="write all results as JSON here")
-    p.add_argument("--sections", default="comparison,exact,overhead,memory")
-    p.add_argument("--no-blackjax", action="store_true")
-    p.add_argument("--no-baseline", action="store_true", help="ratios then relative to full")
-    p.add_argument("--widths", default=None, help="comma-separated N (default 64,256,1024)")
+    p.add_argument("--markdown", default=None, metavar="JSON",
+                   help="print the markdown tables of a results JSON and exit")
+    p.add_argument("--sections", default="comparison,pergrad,chains,exact,memory")
+    p.add_argument("--no-blackjax", action="store_true", help="leave out the BlackJAX NUTS peer")
+    p.add_argument("--no-chees", action="store_true")
+    p.add_argument("--no-baseline", action="store_true", help="gains then relative to full")
+    p.add_argument("--widths", default=None, help="comma-separated N (default 64,256)")
     p.add_argument("--activations", default=None, help="default linear,erf (quick: linear)")
+    p.add_argument("--P", type=int, default=None, help="training points (default 32; quick 16)")
+    p.add_argument("--D", type=int, default=None, help="input dimension (default 16; quick 8)")
+    p.add_argument("--kappa", type=float, default=0.5)
+    p.add_argument("--chains", type=int, default=4)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--draws", type=int, default=None)
-    p.add_argument("--overhead-chains", default=None, help="comma-separated (default 4 / 4,64)")
+    p.add_argument("--reps", type=int, default=3, help="alternations per per-gradient ratio")
+    p.add_argument("--pergrad-sizes", default=None, help="N:P pairs (default 128:64,1024:64,"
+                   "128:512; quick 64:16)")
+    p.add_argument("--pergrad-methods", default="full,collapsed")
+    p.add_argument("--chain-counts", default=None, help="default 4,64,256 (quick 4,32)")
+    p.add_argument("--memory-draws", type=int, default=1000)
+    p.add_argument("--memory-timeout", type=int, default=900)
     args = p.parse_args(argv)
+    if args.markdown:
+        markdown(args.markdown)
+        return
     q = args.quick
     args.activations = (args.activations or ("linear" if q else "linear,erf")).split(",")
-    args.widths = [int(w) for w in (args.widths or ("64" if q else "64,256,1024")).split(",")]
-    args.P, args.P_test, args.D = (16, 8, 8) if q else (32, 16, 16)
-    args.kappa = 0.5
-    args.chains = 4
+    args.widths = [int(w) for w in (args.widths or ("64" if q else "64,256")).split(",")]
+    args.P = args.P or (16 if q else 32)
+    args.D = args.D or (8 if q else 16)
+    args.P_test = max(4, args.P // 2)
     args.warmup = args.warmup or (100 if q else 500)
     args.draws = args.draws or (100 if q else 1000)
+    args.pg_warmup, args.pg_draws = (30, 30) if q else (60, 60)
+    args.pergrad_sizes = [tuple(int(v) for v in s.split(":")) for s in (
+        args.pergrad_sizes or ("64:16" if q else "128:64,1024:64,128:512")).split(",")]
+    args.pergrad_methods = args.pergrad_methods.split(",")
+    args.chain_counts = [int(c) for c in (args.chain_counts or ("4,32" if q else "4,64,256")
+                                          ).split(",")]
+    args.chains_width = 16 if q else 32
+    args.chains_total_draws, args.chains_min_draws = (1600, 50) if q else (8000, 100)
     args.exact_draws = 250 if q else 2500
-    args.overhead_chains = [int(c) for c in (args.overhead_chains or ("4" if q else "4,64")
-                                             ).split(",")]
-    args.memory_depth = 4
+    args.memory_depth, args.memory_warmup = 4, 20
     sections = args.sections.split(",")
     if q:
         sections = [s for s in sections if s != "memory"]
     res = {"machine": machine(), "command": " ".join(["python"] + sys.argv),
            "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}}
     t0 = time.perf_counter()
-    if "comparison" in sections:
-        res["comparison"] = comparison(args)
-    if "exact" in sections:
-        res["exact_scaling"] = exact_scaling(args)
-    if "overhead" in sections:
-        res["overhead"] = overhead(args)
-    if "memory" in sections:
-        res["memory"] = memory(args)
+    for name, fn in (("comparison", comparison), ("pergrad", per_gradient),
+                     ("chains", many_chains), ("exact", exact_scaling), ("memory", memory)):
+        if name in sections:
+            res["exact_scaling" if name == "exact" else name] = fn(args)
     res["total_s"] = time.perf_counter() - t0
     res["self_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["load_avg_end"] = os.getloadavg()
     print(f"total {res['total_s']:.1f} s")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1, default=float)
 
 
-
-
-def markdown(path):
-    """Markdown tables from a results JSON written by --out (for BENCHMARKS.md)."""
-    r = json.load(open(path))
-    lines = [f"Machine: {r['machine']}", "", f"Command: `{r['command']}`", ""]
-    if "comparison" in r:
-        lines += ["| activation | N | χ | method | compile s | sample s | grads | ESS f̄ | ESS ŷKŷ |"
-                  " ESS/s | × baseline |", "|" + "---|" * 11]
-        for x in r["comparison"]:
-            lines.append(f"| {x['activation']} | {x['width']} | {x['chi']} | {x['method']} | "
-                         f"{x['compile_s']:.1f} | {x['sample_s']:.2f} | {x['grads']} | "
-                         f"{x['ess_f']:.0f} | {x['ess_k']:.0f} | {x['ess_per_s']:.1f} | "
-                         f"{x['ratio']:.1f} |")
-        lines.append("")
-    if "exact_scaling" in r:
-        lines += ["| N | χ | sample s | ESS f̄ | ESS ŷKŷ | ms per ESS |", "|" + "---|" * 6]
-        for x in r["exact_scaling"]:
-            lines.append(f"| {x['width']} | {x['chi']} | {x['sample_s']:.3f} | {x['ess_f']:.0f} |"
-                         f" {x['ess_k']:.0f} | {x['ms_per_ess']:.3f} |")
-        lines.append("")
-    if "overhead" in r:
-        lines += ["| activation | N | method | chains | NUTS µs/grad | raw µs/grad | ratio |"
-                  " lock-step eff. | ratio per executed grad |", "|" + "---|" * 9]
-        for x in r["overhead"]:
-            lines.append(f"| {x['activation']} | {x['width']} | {x['method']} | {x['chains']} | "
-                         f"{x['nuts_us_per_grad']:.1f} | {x['raw_us_per_grad']:.1f} | "
-                         f"{x['ratio']:.2f} | {x['lockstep_efficiency']:.2f} | "
-                         f"{x['ratio_per_lockstep_grad']:.2f} |")
-        lines.append("")
-    if "memory" in r:
-        lines += ["| method | peak RSS MB | wall s |", "|---|---|---|"]
-        for x in r["memory"]:
-            lines.append(f"| {x['method']} | {x['peak_rss_mb']:.0f} | {x['wall_s']:.0f} |")
-    print("\n".join(lines))
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--markdown":
-        markdown(sys.argv[2])
-    else:
-        main()
+    main()
