@@ -27,7 +27,8 @@ import bayesnet
 from bayesnet import datasets
 
 SAMPLER_KEYS = {"method": str, "chains": int, "warmup": int, "draws": int, "seed": int,
-                "chain_method": str, "target_accept": float, "max_tree_depth": int}
+                "chain_method": str, "target_accept": float, "max_tree_depth": int,
+                "algorithm": str}
 CHI_KEYS = {"min": float, "max": (float, str), "num": int, "values": list}
 THEORY_KEYS = {"methods": list, "dense": int}
 SPEC_KEYS = {"width": int, "activation": str, "g_v": float, "g_w": float, "kappa": float}
