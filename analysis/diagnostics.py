@@ -47,15 +47,18 @@ def observable_diagnostics(ds: xr.Dataset) -> xr.Dataset:
 
 def sampler_diagnostics(tree: xr.DataTree) -> xr.Dataset:
     """Divergences, tree-depth saturation and E-BFMI per chain from sample_stats."""
-    if "sample_stats" not in tree.children or "energy" not in tree["sample_stats"]:
-        nan_chain = xr.DataArray(np.full(tree["posterior"].sizes["chain"], np.nan), dims="chain")
+    nan_chain = xr.DataArray(np.full(tree["posterior"].sizes["chain"], np.nan), dims="chain")
+    if "sample_stats" not in tree.children or "diverging" not in tree["sample_stats"]:
         return xr.Dataset({"n_divergent": 0, "treedepth_saturation": np.nan, "bfmi": nan_chain})
     stats = tree["sample_stats"].to_dataset()
     max_depth = int(tree.attrs.get("max_tree_depth", DEFAULT_MAX_TREE_DEPTH))
-    bfmi = azs.bfmi(stats[["energy"]])["energy"]
+    # NUTS reports tree depth and energy; ChEES-HMC divergences only (fixed-length trajectories)
+    bfmi = azs.bfmi(stats[["energy"]])["energy"] if "energy" in stats else nan_chain
+    saturation = ((stats["tree_depth"] >= max_depth).mean() if "tree_depth" in stats
+                  else np.nan)
     return xr.Dataset({
         "n_divergent": stats["diverging"].astype(int).sum(),
-        "treedepth_saturation": (stats["tree_depth"] >= max_depth).mean(),
+        "treedepth_saturation": saturation,
         "bfmi": bfmi,
     }).drop_vars("chain", errors="ignore")
 
