@@ -160,3 +160,22 @@ def test_generic_first_order_on_exact_gaussian_moments_equals_wick():
         scale = np.linalg.norm(w_tr)
         assert np.max(np.abs(np.asarray(s_tr) - w_tr)) < 1e-9 * scale
         assert np.max(np.abs(np.asarray(s_te) - w_te)) < 1e-9 * scale
+
+
+def test_tilted_samples_reproduce_the_tree_level():
+    """tilted_samples gives the draws at each chi's solution: g_w Q a from them is the tree
+    level's train output (to the solver tolerance), and first_order_correction adds the shift."""
+    from theory.predict import tilted_samples
+    data = bn.ising(16, 6, 8, flip=0.1, seed=3)
+    spec = bn.NetworkSpec(width=16, kappa=0.3, activation="erf")
+    ts = tilted_samples(spec, data, [4.0, 1.0], n_draws=2048)
+    tree = theory.predict(spec, data, [1.0, 4.0], method="tree", n_draws=2048)
+    one = theory.predict(spec, data, [1.0, 4.0], method="one_loop", order="first", n_draws=2048)
+    for i, t in enumerate(ts):
+        assert t.chi == [1.0, 4.0][i]
+        f_tl, f_tl_test, _, _ = fluctuation.first_order_shift(t)
+        np.testing.assert_allclose(f_tl, tree.f_train.values[i], atol=1e-8)
+        np.testing.assert_allclose(f_tl_test, tree.f_test.values[i], atol=1e-8)
+        f, f_test = fluctuation.first_order_correction(t)
+        np.testing.assert_allclose(f, one.f_train.values[i], atol=1e-8)
+        np.testing.assert_allclose(f_test, one.f_test.values[i], atol=1e-8)

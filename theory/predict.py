@@ -222,6 +222,17 @@ def _tilted(spec, data, chis, kern: PriorKernels, correct, options: dict):
 
 
 @with_float64
+def tilted_samples(spec: NetworkSpec, data: Dataset, chis=None,
+                   **options) -> list[fluctuation.TiltedSample]:
+    """The tree level's tilted single-neuron draws at the solution for each chi (sorted), as
+    TiltedSamples for any correction (options as for the non-linear solver)."""
+    check_activation(spec.activation)
+    chis = check_chis(chis, spec.chi)
+    _, extras, _ = _tilted(spec, data, chis, _kernels(spec, data), lambda t: t, options)
+    return extras
+
+
+@with_float64
 def predict(spec: NetworkSpec, data: Dataset, chis=None, method: str = "one_loop",
             order: str = "dressed", **options) -> xr.Dataset:
     """Theory predictions for `spec` on `data` at every chi (float64 xarray.Dataset over `chi`).
