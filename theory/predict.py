@@ -16,7 +16,7 @@ from bayesnet.datasets import Dataset
 from bayesnet.precision import with_float64
 from bayesnet.spec import NetworkSpec
 
-from . import adaptive, fluctuation, kernels, rescaling
+from . import adaptive, dressed, fluctuation, kernels, rescaling
 from .schema import PriorKernels, Row, assemble, check_chis
 
 METHODS = ("nngp", "rescaling_tree", "rescaling_one_loop", "tree", "one_loop",
@@ -117,7 +117,6 @@ def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[
             s_tr, s_te = (np.asarray(x) for x in fluctuation.linear_first_order_shift(
                 Q, Q_t, y, spec.g_w, spec.kappa, spec.width))
         else:
-            from . import dressed
             t = dressed.linear_tilted_sample(np.asarray(data.X), np.asarray(data.X_test), y,
                                              row.f_train, spec.g_v, spec.g_w, spec.kappa, chi,
                                              spec.width)
@@ -132,9 +131,8 @@ def _shift(t: fluctuation.TiltedSample, order: str) -> tuple[np.ndarray, np.ndar
     """(tree train, tree test, shift train, shift test) of one correction on one sample."""
     if order == "first":
         return tuple(np.asarray(x) for x in fluctuation.first_order_shift(t))
-    from . import dressed  # theory/dressed.py: the dressed one-loop (kernel-space Laplace)
     Q, Q_t = fluctuation.tilted_kernels(t)
-    M, a = fluctuation.gp_algebra(Q, t.g_w, t.kappa, t.y)
+    _, a = fluctuation.gp_algebra(Q, t.g_w, t.kappa, t.y)
     tr, te = np.asarray(t.g_w * Q @ a), np.asarray(t.g_w * Q_t @ a)
     f_tr, f_te = dressed.dressed_correction(t)
     return tr, te, np.asarray(f_tr) - tr, np.asarray(f_te) - te
