@@ -21,7 +21,7 @@ F = TypeVar("F", bound=Callable)
 def float64(enabled: bool = True) -> Iterator[None]:
     """Context in which JAX creates float64 arrays (enabled=False: float32); restores on exit."""
     state = getattr(jax, "enable_x64", None)
-    if state is not None and hasattr(state, "__call__") and not isinstance(state, type(jax)):
+    if callable(state):
         ctx = state(enabled)  # jax >= 0.5: a config State usable as a context manager
     else:  # pragma: no cover - older jax
         from jax.experimental import disable_x64, enable_x64
