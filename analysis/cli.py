@@ -140,9 +140,17 @@ def cmd_run(args) -> int:
         _log(f"{outcome.done} of {outcome.total} points done ({outcome.computed} computed now "
              f"in {outcome.seconds:.1f}s), {outcome.failed} failed")
         if outcome.done:
-            _, results = collect.collect(g, store, timing={"total_s": time.perf_counter() - t0})
-            _log(f"collected into {store.root / 'sweep.nc'} and {store.root / 'results.nc'}")
-            _report(results, store.root)
+            try:
+                _, results = collect.collect(g, store,
+                                             timing={"total_s": time.perf_counter() - t0})
+                _log(f"collected into {store.root / 'sweep.nc'} and "
+                     f"{store.root / 'results.nc'}")
+                _report(results, store.root)
+            except KeyboardInterrupt:
+                raise executor.Interrupted(
+                    f"interrupted while collecting: {outcome.done} of {outcome.total} points "
+                    f"are saved in {store.points}; `bayesnet collect {store.root}` and "
+                    f"`bayesnet report {store.root}` finish the job") from None
     _log(f"finished in {time.perf_counter() - t0:.1f}s")
     if outcome.failed:
         _log(f"{outcome.failed} of {outcome.total} points failed (errors in "

@@ -164,8 +164,11 @@ def load_config(path=None, quick: bool = False) -> dict:
             config.pop("data")  # another data set: the default's parameters do not apply
         config = _merge(config, user)
         config.setdefault("data", {"name": "ising"})
-        if "file" in config["data"]:
-            config["data"]["file"] = str((path.parent / config["data"]["file"]).resolve())
+        if "file" in config["data"]:  # relative to the config file
+            files = config["data"]["file"]
+            resolved = [str((path.parent / f).resolve()) if isinstance(f, str) else f
+                        for f in (files if isinstance(files, list) else [files])]
+            config["data"]["file"] = resolved if isinstance(files, list) else resolved[0]
         if quick and "quick" not in user:
             raise ConfigError(f"--quick: config file {path} has no [quick] table")
     validate(config)

@@ -43,13 +43,14 @@ n_train = 10
 n_test = 6
 dim = 6
 [sampler]
-warmup = 60
-draws = 60
+method = "exact"
 chains = 2
+draws = 60
 [chi]
 num = 2
 [theory]
 methods = ["nngp", "one_loop", "exact"]
+dense = 3
 [[network]]
 name = "lin"
 width = 4
@@ -76,27 +77,32 @@ def test_run_quick_end_to_end(quick_run):
         assert {"chi", "theory"} <= set(comp.dims)
         assert "exact" in comp["theory"].values
         assert set(tree["linear"].children) >= {"samples", "diagnostics", "theory",
-                                                  "comparison", "reference"}
+                                                  "comparison", "reference", "theory_dense"}
+    with xr.open_dataset(out / "sweep.nc") as ds:
+        assert set(ds["network"].values) == {"linear", "erf"} and ds.sizes["chi"] == 3
     report = (out / "report.md").read_text()
     assert "| network | chi |" in report and "exact" in report
     figs = sorted((out / "figures").glob("*.png"))
-    assert len(figs) == 8 and all(f.stat().st_size > 1000 for f in figs)
-    assert len(list((out / "samples").glob("*.nc"))) == 6
+    assert len(figs) >= 8 and all(f.stat().st_size > 1000 for f in figs)
+    assert len(list((out / "points").glob("*.nc"))) == 6
     assert "| linear |" in proc.stdout  # the summary table is printed
 
 
-def test_single_steps_reproduce_run(tmp_path, capsys):
+def test_run_collect_report_and_resume(tmp_path, capsys):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY)
     out = tmp_path / "steps"
-    steps = [("sample", "--config", cfg, "--no-progress"), ("theory", "--config", cfg),
-             ("compare",), ("report",)]
-    for step in steps:  # in process: the sampler compiled by another test is reused
-        proc = main_in_process(capsys, *step, "--out", out)
+    proc = main_in_process(capsys, "run", "--config", cfg, "--out", out, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 of 2 points done (2 computed now" in proc.stderr
+    (out / "results.nc").unlink()
+    for step in (("collect", out), ("report", out)):
+        proc = main_in_process(capsys, *step)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (out / "report.md").stat().st_size > 0
     with xr.open_datatree(out / "results.nc") as tree:
         assert tree["lin/comparison"].sizes["chi"] == 2
+    proc = main_in_process(capsys, "run", "--config", cfg, "--out", out, "--no-progress")
+    assert "2 of 2 points done, resuming" in proc.stderr and "(0 computed now" in proc.stderr
 
 
 def _npz(path, **over):
@@ -151,32 +157,52 @@ def test_unwritable_output_and_missing_files_exit_2(tmp_path, capsys):
     run = lambda *a: main_in_process(capsys, *a)  # noqa: E731
     assert_bad_input(run("run", "--out", blocker / "sub"), "not writable")
     assert_bad_input(run("run", "--config", tmp_path / "none.toml"), "not found")
-    assert_bad_input(run("compare", "--out", tmp_path / "empty"), "config.json")
-    assert_bad_input(run("report", "--out", tmp_path / "empty"), "results")
+    assert_bad_input(run("collect", tmp_path / "empty"), "empty")
+    (tmp_path / "empty").mkdir()
+    assert_bad_input(run("collect", tmp_path / "empty"), "grid.json")
+    assert_bad_input(run("report", tmp_path / "empty"), "results")
+    (tmp_path / "empty" / "results.nc").write_bytes(b"\x89HDF\r\n garbage")
+    assert_bad_input(run("report", tmp_path / "empty"), "results.nc", "unreadable")
     assert_bad_input(run("frobnicate"), "invalid choice")
     assert_bad_input(run("run", "--chains", "3"), "unrecognized arguments")
+    assert_bad_input(run("run", "--workers", "0"), "--workers")
+    assert_bad_input(run("run", "--workers", "2", "--scheduler", "tcp://x:1"), "not allowed")
 
 
-def test_interrupt_keeps_finished_results(tmp_path, monkeypatch, capsys):
-    from analysis import cli, experiment
+def test_internal_errors_keep_their_traceback(tmp_path, monkeypatch):
+    from analysis import cli, grid
+
+    def broken(config):
+        raise ValueError("an internal bug, not the user's input")
+
+    monkeypatch.setattr(grid, "plan", broken)
+    with pytest.raises(ValueError, match="internal bug"):
+        cli.main(["run", "--out", str(tmp_path / "o")])
+
+
+def test_interrupt_keeps_finished_points(tmp_path, monkeypatch, capsys):
+    import bayesnet as bn
+    from analysis import cli
+    from analysis.store import Store
 
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY)
     calls = []
+    real_sample = bn.sample
 
-    def fake_sample(spec, data, **kw):
+    def interrupted_second_time(spec, data, **kw):
         if calls:
             raise KeyboardInterrupt
         calls.append(spec.chi)
         return real_sample(spec, data, **kw)
 
-    import bayesnet as bn
-    real_sample = bn.sample
-    monkeypatch.setattr(experiment.bayesnet, "sample", fake_sample)
+    monkeypatch.setattr(bn, "sample", interrupted_second_time)
     code = cli.main(["run", "--config", str(cfg), "--out", str(tmp_path / "o"),
                      "--no-progress"])
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
     assert code == 130
-    assert "1 finished chi results are saved in" in err and str(tmp_path / "o") in err
-    saved = list((tmp_path / "o" / "samples").glob("*.nc"))
-    assert len(saved) == 1 and bn.load(saved[0]).attrs["chi"] == 1.0
+    assert err[-1].startswith("interrupted: 1 of 2 points are saved in")
+    assert str(tmp_path / "o" / "points") in err[-1] and "resume" in err[-1]
+    states = sorted(e["state"] for e in Store(tmp_path / "o").read_manifest().values())
+    assert states == ["done", "pending"]
+    assert len(list((tmp_path / "o" / "points").glob("*.nc"))) == 1

@@ -1,0 +1,327 @@
+"""Grid sweeps: content-addressed points, resume, faults, Dask execution, collect."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from analysis import collect, executor, grid
+from analysis.point import compilation_cache
+from analysis.store import PointFileError, Store
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Three tiny points: a linear net with the exact sampler at chi = 1 and chi = N, and one small
+# collapsed-NUTS point.  Theories: NNGP and the exact linear posterior.
+TINY = """
+[data]
+n_train = 6
+n_test = 4
+dim = 4
+[sampler]
+method = "collapsed"
+chains = 2
+warmup = 30
+draws = 30
+[theory]
+methods = ["nngp", "exact"]
+dense = 3
+[[network]]
+name = "lin"
+width = 2
+activation = "linear"
+kappa = 0.5
+chi = [1, "N"]
+[network.sampler]
+method = "exact"
+[[network]]
+name = "col"
+width = 2
+activation = "linear"
+kappa = 0.5
+chi = 1
+"""
+
+
+def plan(text, tmp_path, name="grid.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return grid.plan(grid.load_config(path))
+
+
+def run_and_collect(g, folder, **kw):
+    store = Store(folder).prepare()
+    logs = []
+    outcome = executor.run(g, store, progress=False, log=logs.append,
+                           cache_dir=compilation_cache(), **kw)
+    sweep, tree = collect.collect(g, store, log=logs.append)
+    return store, outcome, sweep, tree, logs
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    """The tiny grid computed in this process (the reference of the other runs)."""
+    tmp = tmp_path_factory.mktemp("seq")
+    g = plan(TINY, tmp)
+    store, outcome, sweep, tree, logs = run_and_collect(g, tmp / "out")
+    return g, store, outcome, sweep, tree
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One 2-worker LocalCluster shared by the Dask tests (starting one is slow)."""
+    from distributed import LocalCluster
+
+    cache = compilation_cache()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, env=executor.worker_env(cache)) as c:
+        yield c
+
+
+def test_sequential_run_and_collect(sequential):
+    g, store, outcome, sweep, tree = sequential
+    assert (outcome.total, outcome.done, outcome.failed, outcome.computed) == (3, 3, 0, 3)
+    manifest = json.loads(store.manifest_path.read_text())
+    assert {e["state"] for e in manifest["points"].values()} == {"done"}
+    for p in g.points:  # group-readable files under the usual umask, never 0600
+        assert store.point_path(p.key).stat().st_mode & 0o044 == 0o044
+    # the collected dataset opens lazily and chi is its coordinate
+    with xr.open_dataset(store.root / "sweep.nc") as ds:
+        assert not ds["f_train"].variable._in_memory
+        assert set(ds.dims) >= {"network", "chi", "theory", "train"}
+        assert sorted(ds["chi"].values) == [1.0, 2.0]
+        lin = ds["f_train_relerr"].sel(network="lin", theory="exact")
+        assert np.all(np.isfinite(lin.values))
+    # the results tree keeps the layout of the report, plus the dense theory curves
+    names = json.loads(tree.attrs["networks"])
+    assert names == ["lin", "col"]
+    assert set(tree["lin"].children) >= {"samples", "diagnostics", "theory", "comparison",
+                                         "prior", "worst", "reference", "theory_dense"}
+    assert tree["lin/theory_dense"].sizes["chi"] == 3
+    np.testing.assert_array_equal(tree["lin/comparison"]["chi"].values, [1.0, 2.0])
+
+
+def _kill_first_running_worker(store: Store, killed: list, timeout=300) -> None:
+    """SIGKILL the worker process of the first point seen running (its marker holds the pid)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for marker in store.points.glob("*.running"):
+            try:
+                pid = int(marker.read_text().split()[-1])
+            except (OSError, ValueError, IndexError):
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.append(marker.stem)
+            return
+        time.sleep(0.02)
+
+
+def test_two_workers_equal_sequential_bit_for_bit_despite_a_killed_worker(sequential, cluster,
+                                                                          tmp_path):
+    g, ref_store, _, ref_sweep, ref_tree = sequential
+    store = Store(tmp_path / "dask").prepare()
+    killed = []
+    killer = threading.Thread(target=_kill_first_running_worker, args=(store, killed))
+    killer.start()
+    outcome = executor.run(g, store, scheduler=cluster.scheduler_address, progress=False,
+                           log=lambda m: None, cache_dir=compilation_cache())
+    killer.join()
+    assert killed, "no point was seen running"
+    assert (outcome.done, outcome.failed, outcome.computed) == (3, 0, 3)
+    sweep, _ = collect.collect(g, store, log=lambda m: None)
+    xr.testing.assert_equal(sweep, ref_sweep)  # exact equality of every value
+    for p in g.points:
+        a = xr.open_dataset(store.point_path(p.key), group="posterior")
+        b = xr.open_dataset(ref_store.point_path(p.key), group="posterior")
+        xr.testing.assert_equal(a, b)
+
+
+def _wait_for_done(manifest: pathlib.Path, proc, timeout=300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            points = json.loads(manifest.read_text())["points"]
+            if any(e["state"] == "done" for e in points.values()):
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no point finished: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def test_ctrl_c_exits_130_and_resume_skips_finished_points(sequential, tmp_path):
+    g, _, _, ref_sweep, _ = sequential
+    cfg = tmp_path / "grid.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "run", "--config", str(cfg),
+                             "--out", str(out), "--no-progress"], cwd=ROOT, env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    _wait_for_done(out / "manifest.json", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: ") and str(out / "points") in last and "resume" in last
+    store = Store(out)
+    states = {k: e["state"] for k, e in store.read_manifest().items()}
+    done = [k for k, s in states.items() if s == "done"]
+    assert 1 <= len(done) < 3 and set(states.values()) <= {"done", "pending"}
+    mtimes = {k: store.point_path(k).stat().st_mtime_ns
+              for k in done}
+    assert all(store.check_point(k) is None for k in done)
+    # resume: the finished points are skipped, not recomputed
+    _, outcome, sweep, _, logs = run_and_collect(g, out)
+    assert f"{len(done)} of 3 points done, resuming" in logs
+    assert outcome.computed == 3 - len(done)
+    assert {k: store.point_path(k).stat().st_mtime_ns for k in done} == mtimes
+    xr.testing.assert_equal(sweep, ref_sweep)
+
+
+def test_point_invalid_at_run_time_fails_alone(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a.npz", "b.npz"):
+        np.savez(tmp_path / name, X=rng.standard_normal((6, 3)), y=np.sign(rng.normal(size=6)),
+                 X_test=rng.standard_normal((4, 3)), y_test=np.ones(4))
+    text = """
+[data]
+name = "file"
+file = ["a.npz", "b.npz"]
+[sampler]
+method = "exact"
+chains = 2
+draws = 20
+[theory]
+methods = ["exact"]
+dense = 0
+[[network]]
+name = "lin"
+width = 2
+chi = 1
+"""
+    g = plan(text, tmp_path)
+    (tmp_path / "b.npz").write_bytes(b"not an npz any more")  # broken after validation
+    store = Store(tmp_path / "out").prepare()
+    outcome = executor.run(g, store, progress=False, log=lambda m: None)
+    assert (outcome.done, outcome.failed) == (1, 1)
+    entries = store.read_manifest()
+    failed = [e for e in entries.values() if e["state"] == "failed"]
+    assert "b.npz" in failed[0]["error"] and "\n" not in failed[0]["error"]
+    # a rerun skips it unless asked to retry
+    again = executor.run(g, store, progress=False, log=lambda m: None)
+    assert (again.computed, again.failed) == (0, 1)
+
+
+def test_truncated_point_file_is_named_and_recomputed(sequential, tmp_path):
+    g, ref_store, _, ref_sweep, _ = sequential
+    folder = tmp_path / "copy"
+    shutil.copytree(ref_store.root, folder, ignore=shutil.ignore_patterns(".lock"))
+    store = Store(folder)
+    victim = store.point_path(g.points[1].key)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    logs = []
+    sweep, _ = collect.collect(g, store, log=logs.append)  # never crashes
+    assert any(str(victim) in line for line in logs)
+    entry = store.read_manifest()[g.points[1].key]
+    assert entry["state"] == "failed" and str(victim) in entry["error"]
+    with pytest.raises(PointFileError, match=str(victim)):
+        store.open_point(g.points[1].key)
+    assert 2.0 not in sweep["chi"].values  # the only point at chi = 2 is not collected
+    outcome = executor.run(g, store, progress=False, log=logs.append)
+    assert outcome.computed == 1 and any("recomputing" in line and str(victim) in line
+                                         for line in logs)
+    sweep, _ = collect.collect(g, store, log=logs.append)
+    xr.testing.assert_equal(sweep, ref_sweep)
+
+
+def test_changed_kappa_gives_new_keys(sequential, tmp_path):
+    g, ref_store, *_ = sequential
+    g2 = plan(TINY.replace("kappa = 0.5", "kappa = 0.6"), tmp_path)
+    assert not {p.key for p in g.points} & {p.key for p in g2.points}
+    entries, todo = executor.plan_states(g2, ref_store, retry_failed=False, log=lambda m: None)
+    assert len(todo) == 3 and {e["state"] for e in entries.values()} == {"pending"}
+
+
+def test_fresh_clears_the_store(sequential, tmp_path):
+    g, ref_store, *_ = sequential
+    folder = tmp_path / "copy"
+    shutil.copytree(ref_store.root, folder, ignore=shutil.ignore_patterns(".lock"))
+    store = Store(folder)
+    store.clear()
+    assert not list(store.points.iterdir()) and not store.manifest_path.exists()
+    assert not (folder / "sweep.nc").exists() and not (folder / "results.nc").exists()
+
+
+def test_lock_against_a_second_run(tmp_path):
+    store = Store(tmp_path / "out").prepare()
+    with store.locked():
+        with pytest.raises(grid.ConfigError, match="in use by another bayesnet run"):
+            with Store(tmp_path / "out").locked():
+                pass
+    with Store(tmp_path / "out").locked():  # released afterwards
+        pass
+
+
+def test_grid_axes_and_chi_rules(tmp_path):
+    text = """
+[data]
+n_train = 6
+n_test = 4
+dim = 4
+seed = [0, 1]
+[theory]
+methods = ["nngp"]
+[[network]]
+name = "erf"
+width = [4, 16]
+activation = "erf"
+chi = [1, "sqrt(N)", "N"]
+"""
+    g = plan(text, tmp_path)
+    assert len(g) == 2 * 2 * 3
+    chis = {(p.spec.width, p.chi_rule): p.chi for p in g.points}
+    assert chis[(16, "sqrt(N)")] == 4.0 and chis[(4, "N")] == 4.0 and chis[(4, "1")] == 1.0
+    series = grid.series_of(g.points)
+    assert sorted(series) == ["erf_width16_seed0", "erf_width16_seed1", "erf_width4_seed0",
+                              "erf_width4_seed1"]
+    log_grid = grid.chi_points({"min": 1, "max": "N", "num": 3}, 16)
+    assert log_grid == [("1", 1.0), ("N^0.5", 4.0), ("N", 16.0)]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[[network]]\nname = \"a\"\nwidth = [4, \"x\"]\n", ["network[0].width", "int"]),
+    ("[[network]]\nname = \"a\"\nwidth = 4\nchi = \"cube(N)\"\n", ["network[0].chi", "cube(N)"]),
+    ("[[network]]\nname = \"a\"\nwidth = 4\nchi = [1, 1.0]\n", ["network[0].chi"]),
+    ("[sampler]\nchains = [2, 0]\n", ["sampler", "chains"]),
+    ("[data]\nseed = []\n", ["data.seed", "empty"]),
+    ("[theory]\nmethods = [\"magic\"]\n", ["theory.methods", "magic"]),
+])
+def test_bad_grid_one_line_error(tmp_path, text, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(grid.ConfigError) as err:
+        grid.plan(grid.load_config(path))
+    line = str(err.value)
+    assert "\n" not in line and all(w in line for w in words), line
+
+
+def test_quick_never_changes_a_users_config(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text("[sampler]\ndraws = 77\n")
+    cfg = grid.load_config(path)
+    assert cfg["sampler"]["draws"] == 77 and "quick" not in cfg
+    with pytest.raises(grid.ConfigError, match="no \\[quick\\] table"):
+        grid.load_config(path, quick=True)
+    path.write_text("[sampler]\ndraws = 77\n[quick.sampler]\ndraws = 5\n")
+    assert grid.load_config(path, quick=True)["sampler"]["draws"] == 5
+    assert grid.load_config(None, quick=True)["network"][0]["width"] == 16  # the default's own
