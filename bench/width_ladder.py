@@ -15,6 +15,7 @@ weights).  One progress line per point.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import pathlib
@@ -124,8 +125,175 @@ def pooled(width: int, chi_tag: str) -> xr.Dataset | None:
     return out
 
 
+THEORIES = (("nngp", "nngp", {}), ("rescaling_tree", "rescaling_tree", {}),
+            ("rescaling_one_loop", "rescaling_one_loop", {}), ("tree", "one_loop", {}),
+            ("one_loop_first", "one_loop", {"order": "first"}),
+            ("one_loop_dressed", "one_loop", {"order": "dressed"}))
+LINEAR_EXTRA = (("laplace_one_loop", "laplace_one_loop", {}),)
+
+
+def relerr(f, ref) -> float:
+    """||f - ref|| / ||ref|| over points."""
+    return float(np.linalg.norm(np.asarray(f) - np.asarray(ref)) / np.linalg.norm(ref))
+
+
+def theory_outputs(spec, data, chis, theories, options: dict) -> dict:
+    """{theory name: (f_train (chi, P), f_test (chi, P*), correction MCSE train/test (chi,))};
+    'tree' is the one_loop (first order) solution minus its correction (same solve)."""
+    import theory
+
+    out = {}
+    for name, method, kw in theories:
+        if name == "tree":
+            continue
+        opts = dict(kw, **options) if method == "one_loop" else dict(kw)
+        ds = theory.predict(spec, data, chis=chis, method=method, **opts)
+        out[name] = (ds["f_train"].values, ds["f_test"].values,
+                     ds["correction_mcse_train"].values if "correction_mcse_train" in ds
+                     else np.zeros(len(chis)),
+                     ds["correction_mcse_test"].values if "correction_mcse_test" in ds
+                     else np.zeros(len(chis)))
+        if name == "one_loop_first" and any(t[0] == "tree" for t in theories):
+            out["tree"] = (ds["f_train"].values - ds["correction_train"].values,
+                           ds["f_test"].values - ds["correction_test"].values,
+                           np.zeros(len(chis)), np.zeros(len(chis)))
+    return out
+
+
+def slope(ns, errs) -> float:
+    """Least-squares slope of log err against log N."""
+    ns, errs = np.asarray(ns, float), np.asarray(errs, float)
+    ok = np.isfinite(errs) & (errs > 0)
+    if ok.sum() < 2:
+        return math.nan
+    return float(np.polyfit(np.log(ns[ok]), np.log(errs[ok]), 1)[0])
+
+
+def linear_ladder(widths, kappa: float, out: pathlib.Path) -> dict:
+    """Linear network, same data: every theory against method='exact' (no sampling)."""
+    import bayesnet as bn
+    import theory
+
+    data = dataset()
+    res = {}
+    for N in widths:
+        spec = bn.NetworkSpec(width=N, activation="linear", g_v=SETUP["g_v"], g_w=SETUP["g_w"],
+                              kappa=kappa)
+        chis = [1.0, math.sqrt(N), float(N)]
+        t0 = time.perf_counter()
+        ex = theory.predict(spec, data, chis=chis, method="exact")
+        th = theory_outputs(spec, data, chis, THEORIES + LINEAR_EXTRA, {})
+        for k, tag in enumerate(("1", "sqrt", "N")):
+            for name, (ftr, fte, _, _) in th.items():
+                res.setdefault(name, {}).setdefault(tag, {})[N] = (
+                    relerr(ftr[k], ex["f_train"].values[k]), relerr(fte[k], ex["f_test"].values[k]))
+        print(f"linear N={N}: {time.perf_counter() - t0:.0f} s; chi=1 train err "
+              + ", ".join(f"{n} {res[n]['1'][N][0]:.1e}" for n in res), flush=True)
+    out.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def erf_theory(widths, options: dict, path: pathlib.Path) -> dict:
+    """Every theory at chi in {1, sqrt N, N} for each width (cached in `path`, .npz)."""
+    cache = dict(np.load(path)) if path.exists() else {}
+    data = dataset()
+    for N in widths:
+        if f"N{N}_one_loop_dressed_train" in cache:
+            continue
+        chis = [chi_value(tag, N) for tag in ("1", "sqrt", "N")]
+        t0 = time.perf_counter()
+        th = theory_outputs(spec_for(N, 1.0), data, chis, THEORIES, options)
+        for name, arrs in th.items():
+            for key, arr in zip(("train", "test", "mcse_train", "mcse_test"), arrs):
+                cache[f"N{N}_{name}_{key}"] = np.asarray(arr)
+        np.savez(path, **cache)
+        print(f"erf theory N={N}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return cache
+
+
+def erf_ladder(widths, options: dict, out: pathlib.Path) -> dict:
+    """Erf network: every theory against the pooled reference samples; MC noise per point."""
+    cache = erf_theory(widths, options, OUT / "erf_theory.npz")
+    names = [t[0] for t in THEORIES]
+    res = {}
+    for N in widths:
+        for k, tag in enumerate(("1", "sqrt", "N")):
+            ref = pooled(N, tag)
+            if ref is None:
+                continue
+            fr, frt = ref["f_train"].values, ref["f_test"].values
+            res.setdefault("mc_noise", {}).setdefault(tag, {})[N] = (
+                ref.attrs["rel_mcse_train"], ref.attrs["rel_mcse_test"])
+            for name in names:
+                res.setdefault(name, {}).setdefault(tag, {})[N] = (
+                    relerr(cache[f"N{N}_{name}_train"][k], fr),
+                    relerr(cache[f"N{N}_{name}_test"][k], frt))
+                res.setdefault(name + "_mcse", {}).setdefault(tag, {})[N] = (
+                    float(cache[f"N{N}_{name}_mcse_train"][k]),
+                    float(cache[f"N{N}_{name}_mcse_test"][k]))
+    out.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def table(res: dict, names, side: int, noise: bool) -> str:
+    """Markdown table: one row per (chi, N), one column per theory, slopes in the last rows."""
+    tags = [t for t in ("1", "sqrt", "N") if t in res[names[0]]]
+    label = {"1": "1", "sqrt": "√N", "N": "N"}
+    cols = (["MC noise"] if noise else []) + list(names)
+    lines = ["| χ | N | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for tag in tags:
+        ns = sorted(int(n) for n in res[names[0]][tag])
+        for N in ns:
+            vals = ([res["mc_noise"][tag][N][side]] if noise else []) + [
+                res[n][tag][N][side] for n in names]
+            lines.append(f"| {label[tag]} | {N} | " + " | ".join(f"{v:.1e}" for v in vals)
+                         + " |")
+        sl = [slope(ns, [res[n][tag][N][side] for N in ns]) for n in names]
+        lines.append(f"| {label[tag]} | slope | " + ("– | " if noise else "")
+                     + " | ".join(f"{s:+.2f}" for s in sl) + " |")
+    return "\n".join(lines)
+
+
+def figure(res: dict, names, path: pathlib.Path, title: str, noise: bool) -> None:
+    """Log-log error against N, one panel per chi (train top, test bottom), slopes 1 and 2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tags = [t for t in ("1", "sqrt", "N") if t in res[names[0]]]
+    label = {"1": "χ = 1", "sqrt": "χ = √N", "N": "χ = N"}
+    fig, axes = plt.subplots(2, len(tags), figsize=(4.2 * len(tags), 7), squeeze=False,
+                             sharex=True)
+    for side, row in enumerate(axes):
+        for ax, tag in zip(row, tags):
+            ns = np.array(sorted(int(n) for n in res[names[0]][tag]))
+            for n in names:
+                ax.loglog(ns, [res[n][tag][N][side] for N in ns], "o-", label=n, ms=4)
+            if noise:
+                ax.loglog(ns, [res["mc_noise"][tag][N][side] for N in ns], "k--", lw=2,
+                          label="MC noise (reference)")
+            e0 = max(res[n][tag][ns[0]][side] for n in names)
+            for p, ls in ((1, ":"), (2, "-.")):
+                ax.loglog(ns, e0 * (ns / ns[0]) ** (-p), "0.5", ls=ls, lw=1,
+                          label=f"slope -{p}")
+            ax.set_title(f"{label[tag]}, {'train' if side == 0 else 'test'}")
+            ax.set_xlabel("width N")
+            ax.grid(True, which="both", alpha=0.3)
+        row[0].set_ylabel("relative error of the mean output")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", nargs="?", default="sample", choices=["sample", "erf", "linear"],
+                    help="sample: reference runs; erf: theories against them (table, figure); "
+                         "linear: theories against the exact linear posterior")
+    ap.add_argument("--n-draws", type=int, default=65536,
+                    help="erf: importance-sampling draws of the tilted measure")
     ap.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--chis", nargs="+", default=["1", "sqrt", "N"],
                     help="chi values: numbers, 'sqrt' (sqrt N) or 'N' (mean field)")
@@ -138,6 +306,20 @@ def main(argv=None) -> int:
 
     import bayesnet as bn
 
+    if args.mode == "linear":
+        names = [t[0] for t in THEORIES + LINEAR_EXTRA]
+        res = linear_ladder(args.widths, SETUP["kappa"], OUT / "linear_errors.json")
+        for side in (0, 1):
+            print(("train" if side == 0 else "test") + "\n" + table(res, names, side, False))
+        figure(res, names, OUT / "linear_ladder.png", "linear net vs exact", False)
+        return 0
+    if args.mode == "erf":
+        names = [t[0] for t in THEORIES]
+        res = erf_ladder(args.widths, {"n_draws": args.n_draws}, OUT / "erf_errors.json")
+        for side in (0, 1):
+            print(("train" if side == 0 else "test") + "\n" + table(res, names, side, True))
+        figure(res, names, OUT / "erf_ladder.png", "erf net vs collapsed NUTS", True)
+        return 0
     OUT.mkdir(parents=True, exist_ok=True)
     data = dataset()
     for width in args.widths:

@@ -45,7 +45,7 @@ from bayesnet.precision import with_float64
 
 from .fluctuation import TiltedSample, gp_algebra, tilted_kernels
 
-P_MAX = 96  # d = 4656: ~8 dense d x d float64 arrays (1.4 GB) and O(d^3) = 1e11 solves
+P_MAX = 80  # d = 3240: measured 52 s CPU and 1.6 GB peak per call at M = 32768 (P=40: 3.9 s)
 BLOCK = 2048  # draws per block in the passes over the draws
 
 
