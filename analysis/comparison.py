@@ -15,7 +15,7 @@ import arviz_stats as azs
 import numpy as np
 import xarray as xr
 
-from bayesnet.vocabulary import DEFINITIONS, describe, lookup
+from bayesnet.vocabulary import DEFINITIONS, lookup, redescribe
 
 from . import diagnostics
 
@@ -68,13 +68,13 @@ def sample_estimates(tree: xr.DataTree) -> xr.Dataset:
         res[f"{key}_mcse"] = err.drop_vars([c for c in err.coords if c not in err.dims])
     kern = tree["kernel"].to_dataset()
     res["K_train"], res["K_test_train"] = kern["K_train"], kern["K_test_train"]
-    return res.assign_coords(chi=float(json.loads(tree.attrs["spec"])["chi"]))
+    return redescribe(res.assign_coords(chi=float(json.loads(tree.attrs["spec"])["chi"])))
 
 
 def sweep_estimates(trees: Sequence[xr.DataTree]) -> xr.Dataset:
     """Sample estimates of several runs stacked along `chi` (ascending)."""
     parts = sorted((sample_estimates(t) for t in trees), key=lambda d: float(d["chi"]))
-    return _described(xr.concat(parts, dim="chi", coords="minimal", compat="override"))
+    return redescribe(xr.concat(parts, dim="chi", coords="minimal", compat="override"))
 
 
 def sweep_diagnostics(trees: Sequence[xr.DataTree]) -> xr.Dataset:
@@ -84,7 +84,7 @@ def sweep_diagnostics(trees: Sequence[xr.DataTree]) -> xr.Dataset:
         d = diagnostics.diagnose(t)
         parts.append(d.assign_coords(chi=float(json.loads(t.attrs["spec"])["chi"])))
     parts.sort(key=lambda d: float(d["chi"]))
-    return _described(xr.concat(parts, dim="chi", coords="minimal", compat="override",
+    return redescribe(xr.concat(parts, dim="chi", coords="minimal", compat="override",
                                 join="outer"))
 
 
@@ -153,7 +153,7 @@ def compare(posterior, prediction, diagnosis: xr.Dataset | None = None) -> xr.Da
     out["relerr"] = out["f_train_relerr"]
     out = _mark_verdicts(out, diagnosis)
     out["best_method"] = best_method(out)
-    out = _described(out)
+    out = redescribe(out)
     out.attrs = _attrs(est, th)
     return out
 
@@ -199,7 +199,7 @@ def against_reference(prediction, reference: str = "exact") -> xr.Dataset:
     out = xr.Dataset()
     for key in ("f_train", "f_test", "var_train", "kernel_target"):
         out[f"{key}_relerr"] = _point_norm(th[key] - ref[key]) / _point_norm(ref[key])
-    out = _described(out.drop_sel({"theory": reference}))
+    out = redescribe(out.drop_sel({"theory": reference}))
     for key in ("f_train", "f_test", "var_train", "kernel_target"):
         out[f"{key}_relerr"].attrs.update(
             long_name=f"relative error against {reference} of the {_long_name(key)}", units="1")
@@ -207,13 +207,7 @@ def against_reference(prediction, reference: str = "exact") -> xr.Dataset:
     return out
 
 
-def _described(ds: xr.Dataset) -> xr.Dataset:
-    """`ds` with the attributes its variables inherited from their inputs (xarray keeps them
-    through arithmetic) replaced by the vocabulary's long names and units."""
-    ds = ds.copy()
-    for name in ds.variables:
-        ds[name].attrs = {}
-    return describe(ds)
+
 
 
 def _long_name(key: str) -> str:

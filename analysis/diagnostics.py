@@ -10,6 +10,8 @@ import arviz_stats as azs
 import numpy as np
 import xarray as xr
 
+from bayesnet.vocabulary import redescribe
+
 RHAT_MAX = 1.01
 ESS_BULK_MIN = 400.0
 BFMI_MIN = 0.2
@@ -101,7 +103,7 @@ def diagnose(tree: xr.DataTree) -> xr.Dataset:
     diag["verdict"] = "warn" if reasons else "ok"
     diag["reasons"] = "; ".join(reasons)
     diag.attrs = {k: _plain(tree.attrs[k]) for k in ("spec", "method", "seed") if k in tree.attrs}
-    return diag
+    return redescribe(diag)
 
 
 def _plain(value):

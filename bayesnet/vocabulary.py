@@ -46,6 +46,19 @@ _BASE = {
     "K_test_train": ("posterior mean hidden kernel, test-train block", "1"),
 }
 
+# The same names in a sampler's `posterior` group hold one value per draw.
+PER_DRAW = {
+    "f_train": ("output per draw (E[f | V] for collapsed and exact draws), train points", "y"),
+    "f_test": ("output per draw (E[f | V] for collapsed and exact draws), test points", "y"),
+    "var_train": ("conditional output variance Var[f | V] per draw, train points", "y^2"),
+    "var_test": ("conditional output variance Var[f | V] per draw, test points", "y^2"),
+    "kernel_target": ("hidden-kernel target projection yhat^T K yhat per draw", "1"),
+    "kernel_trace": ("hidden-kernel trace tr K / P per draw", "1"),
+    "kernel_alignment": ("kernel-target alignment yhat^T K yhat / ||K||_F per draw", "1"),
+    "signed_discrepancy_train": ("training discrepancy (1/P) sum y (y - f) per draw", "y^2"),
+    "signed_discrepancy_test": ("test discrepancy (1/P*) sum y* (y* - f*) per draw", "y^2"),
+}
+
 VARIABLES: dict[str, tuple[str, str]] = {
     **_BASE,
     # raw data and sampler output
@@ -104,6 +117,13 @@ COORDINATES = {
     "diagnostic": ("convergence diagnostic (R-hat, bulk/tail ESS, MCSE of the mean)", ""),
     "observable": ("observable", ""), "width": ("hidden width N", "1"),
     "chi_rule": ("how chi is set from the width (e.g. 1 or N)", ""),
+    # grid axes of a sweep (analysis.collect)
+    "network": ("network name in the config", ""), "activation": ("activation phi", ""),
+    "g_v": ("input-weight prior gain g_v", "1"), "g_w": ("readout prior gain g_w", "1"),
+    "kappa": ("noise scale kappa (likelihood variance kappa/chi)", "1"),
+    "n_train": ("number of training points P", "1"), "n_test": ("number of test points P*", "1"),
+    "dim": ("input dimension D", "1"), "flip": ("spin-flip probability of the Ising task", "1"),
+    "seed": ("data seed", ""), "data_name": ("data set", ""),
 }
 
 
@@ -124,9 +144,10 @@ def lookup(name: str) -> tuple[str, str] | None:
 def _describe_var(var: xr.DataArray, name: str) -> None:
     """Fill in long_name/units of one variable (in place), never overwriting a given one."""
     known = lookup(name)
-    if "diagnostic" in var.dims and name not in VARIABLES:
-        base = lookup(name)
-        known = (f"convergence diagnostics of the {base[0] if base else name}", "")
+    if "draw" in var.dims and name in PER_DRAW:
+        known = PER_DRAW[name]
+    if "diagnostic" in var.dims:  # R-hat, ESS and MCSE of an observable, along `diagnostic`
+        known = (f"convergence diagnostics of the {known[0] if known else name}", "")
     if known is None:
         return
     long_name, units = known
@@ -150,6 +171,16 @@ def describe(obj):
     for name in list(ds.variables):
         _describe_var(ds[name], str(name))
     return ds
+
+
+def redescribe(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` described afresh: the attributes its variables inherited from their inputs (xarray
+    keeps them through arithmetic and reductions, so an MCSE would carry its mean's long_name)
+    are dropped first."""
+    ds = ds.copy()
+    for name in ds.variables:
+        ds[name].attrs = {}
+    return describe(ds)
 
 
 def undescribed(ds: xr.Dataset) -> list[str]:
