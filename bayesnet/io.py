@@ -18,6 +18,9 @@ def save(tree: xr.DataTree, path: str | os.PathLike) -> pathlib.Path:
         raise ValueError(f"output folder {str(folder)!r} is not writable")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any file
     try:
         tree.to_netcdf(tmp, engine="h5netcdf")
         os.replace(tmp, path)
