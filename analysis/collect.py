@@ -19,6 +19,8 @@ import sys
 import numpy as np
 import xarray as xr
 
+from bayesnet.vocabulary import describe
+
 from . import grid as gridlib
 from .point import netcdf_safe, theories
 from .store import PointFileError, Store, entry, write_atomic
@@ -38,6 +40,9 @@ def load_points(grid, store: Store, log=_log) -> dict:
         if not store.point_path(p.key).exists():
             continue
         try:
+            problem = store.verify_point(p.key)
+            if problem:
+                raise PointFileError(problem)
             out[p.key] = store.open_point(p.key, groups=("estimates", "diagnostics", "theory",
                                                          "comparison"))
         except PointFileError as err:
@@ -55,9 +60,13 @@ def prior_kernel(spec, data) -> xr.Dataset:
 
     K = np.asarray(theory.kernel(spec.activation, data.X, data.X, spec.g_v))  # (P, P)
     yhat = data.y / np.linalg.norm(data.y)
-    return xr.Dataset({"K_train": (("train", "train_"), K),
-                       "kernel_target": yhat @ K @ yhat,
-                       "kernel_trace": np.trace(K) / K.shape[0]},
+    return xr.Dataset({"K_train": (("train", "train_"), K,
+                                   {"long_name": "prior (NNGP) feature kernel K^phi, train block"}),
+                       "kernel_target": ((), yhat @ K @ yhat,
+                                         {"long_name": "prior kernel target projection "
+                                                       "yhat^T K^phi yhat"}),
+                       "kernel_trace": ((), np.trace(K) / K.shape[0],
+                                        {"long_name": "prior kernel trace tr K^phi / P"})},
                       coords={"train": np.arange(K.shape[0]), "train_": np.arange(K.shape[0])})
 
 
@@ -202,7 +211,7 @@ def sweep_dataset(points, loaded: dict) -> xr.Dataset:
                 "relative errors of every finished point; NaN where a combination was not run",
                 "z_definition": "(theory - sample) / MCSE",
                 "relerr_definition": "||theory - sample|| / ||sample|| over points"}
-    return netcdf_safe(ds)
+    return netcdf_safe(describe(ds))  # long_name/units (bayesnet/vocabulary.py)
 
 
 def versions() -> dict:
@@ -242,5 +251,6 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
                   "versions": json.dumps(versions()),
                   "points_total": len(grid.points), "points_collected": len(loaded),
                   **{f"timing_{k}": float(v) for k, v in (timing or {}).items()}}
+    tree = describe(tree)  # every variable gets long_name/units (bayesnet/vocabulary.py)
     write_atomic(store.root / "results.nc", lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
     return sweep, tree

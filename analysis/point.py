@@ -44,6 +44,8 @@ def netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
     for k, v in ds.attrs.items():
         if isinstance(v, (bool, np.bool_)):
             safe[k] = int(v)
+        elif isinstance(v, np.generic):  # a reloaded attribute: keep 16 an integer, not '"16"'
+            safe[k] = v.item()
         elif isinstance(v, (str, int, float)):
             safe[k] = v
         elif isinstance(v, np.ndarray) and v.dtype.kind in "iuf" and v.ndim <= 1:

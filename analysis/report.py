@@ -206,8 +206,9 @@ def write_report(results: xr.DataTree, out) -> pathlib.Path:
              f"Data: {data.get('data_name')} (P={data.get('n_train')}, P*={data.get('n_test')}, "
              f"D={data.get('dim')}); sampler: {json.dumps(cfg['sampler'])}.", ""]
     if "timing_total_s" in results.attrs:
-        lines += [f"Wall time of the run up to collecting the results: "
-                  f"{float(results.attrs['timing_total_s']):.1f} s.", ""]
+        lines += [f"Wall time before collecting: {float(results.attrs['timing_total_s']):.1f} s "
+                  "(sampling and theory of every point; the run's log quotes the same number).",
+                  ""]
     lines += ["## Summary", "", summary_table(results), ""]
     lines += _warn_note(rows, cfg) + _definitions()
     lines += finite_width_section(results, out)

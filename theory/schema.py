@@ -13,6 +13,7 @@ import xarray as xr
 
 from bayesnet.datasets import Dataset
 from bayesnet.spec import NetworkSpec
+from bayesnet.vocabulary import describe
 
 LONG_NAMES = {
     "f_train": "posterior mean output, train points",
@@ -122,4 +123,4 @@ def assemble(rows: list[Row], chis, spec: NetworkSpec, data: Dataset, method: st
     ds.attrs.update(spec_attrs(spec))
     ds.attrs.update(data.to_attrs())
     ds.attrs["method"] = method
-    return ds
+    return describe(ds)  # units and coordinate names (bayesnet/vocabulary.py)
