@@ -77,8 +77,10 @@ def plan_states(grid, store: Store, retry_failed: bool, log=_log) -> tuple[dict,
     old = store.read_manifest()
     entries, todo = {}, []
     for p in grid.points:
-        problem = store.check_point(p.key)
         prev = old.get(p.key, {})
+        # a file that collect could not read is read in full again (checksums); others only
+        # have their structure checked, which costs nothing however large the draws are
+        problem = (store.verify_point if prev.get("file_error") else store.check_point)(p.key)
         if problem is None:
             entries[p.key] = entry(p, "done", seconds=prev.get("seconds"))
             continue
@@ -218,9 +220,15 @@ def _run_dask(todo, store: Store, state: _State, workers, scheduler, scheduler_f
     """Every point as one Dask task; results are recorded as they come in."""
     from distributed import as_completed
 
+    t0 = time.perf_counter()
     client, cluster = _client(workers, scheduler, scheduler_file, cache_dir)
+    if cluster is not None:
+        client.wait_for_workers(workers, timeout=600)
+    n = len(client.nthreads())
+    state.progress.log(f"Dask: {n} workers ready in {time.perf_counter() - t0:.1f}s")
     root = str(store.root.resolve())
     tag = uuid.uuid4().hex[:8]
+    futures: dict = {}
     try:
         futures = {client.submit(pointlib.task, p, root, cache_dir,
                                  key=f"point-{p.key}-{tag}"): p for p in todo}
@@ -248,7 +256,7 @@ def _run_dask(todo, store: Store, state: _State, workers, scheduler, scheduler_f
                 time.sleep(0.2)
     finally:
         with contextlib.suppress(Exception):
-            client.cancel(list(futures)) if "futures" in locals() else None
+            client.cancel(list(futures))  # after Ctrl-C: nothing keeps running for us
         with contextlib.suppress(Exception):
             client.close(timeout=5)
         if cluster is not None:

@@ -222,23 +222,36 @@ chi = 1
     assert (again.computed, again.failed) == (0, 1)
 
 
-def test_truncated_point_file_is_named_and_recomputed(sequential, tmp_path):
+def _flip_a_bit_in_the_draws(path: pathlib.Path) -> None:
+    """Flip one bit inside the stored draws of f_train (not in the file's metadata)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        offset = f["posterior/f_train"].id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset + 11] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_truncated_or_bit_flipped_point_files_are_named_and_recomputed(sequential, tmp_path):
     g, ref_store, _, ref_sweep, _ = sequential
     folder = tmp_path / "copy"
     shutil.copytree(ref_store.root, folder, ignore=shutil.ignore_patterns(".lock"))
     store = Store(folder)
-    victim = store.point_path(g.points[1].key)
-    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    truncated, flipped = (store.point_path(g.points[k].key) for k in (1, 2))
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    _flip_a_bit_in_the_draws(flipped)
     logs = []
     sweep, _ = collect.collect(g, store, log=logs.append)  # never crashes
-    assert any(str(victim) in line for line in logs)
-    entry = store.read_manifest()[g.points[1].key]
-    assert entry["state"] == "failed" and str(victim) in entry["error"]
-    with pytest.raises(PointFileError, match=str(victim)):
+    for path, k in ((truncated, 1), (flipped, 2)):
+        assert any(str(path) in line for line in logs), logs
+        entry = store.read_manifest()[g.points[k].key]
+        assert entry["state"] == "failed" and str(path) in entry["error"]
+    with pytest.raises(PointFileError, match=str(truncated)):
         store.open_point(g.points[1].key)
-    assert 2.0 not in sweep["chi"].values  # the only point at chi = 2 is not collected
+    assert list(sweep["network"].values) == ["lin"] and list(sweep["chi"].values) == [1.0]
     outcome = executor.run(g, store, progress=False, log=logs.append)
-    assert outcome.computed == 1 and any("recomputing" in line and str(victim) in line
+    assert outcome.computed == 2 and any("recomputing" in line and str(truncated) in line
                                          for line in logs)
     sweep, _ = collect.collect(g, store, log=logs.append)
     xr.testing.assert_equal(sweep, ref_sweep)
