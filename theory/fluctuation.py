@@ -5,9 +5,11 @@ measure at the tree-level solution, with the closed-form prior kernel for the co
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
@@ -84,7 +86,14 @@ def first_order_shift(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray, jnp.nd
       T2_* = -g_w^2/2 (u2_* - g_w Q_* M u2).
     Cost O(M P^2 + M P P*).
     """
-    g, kap, N = t.g_w, t.kappa, t.width
+    return _first_order_shift(t.phi, t.phi_test, t.w, t.K, t.K_test, t.y, t.g_w, t.kappa,
+                              t.width, prior=bool(t.prior))
+
+
+@functools.partial(jax.jit, static_argnames=("prior",))
+def _first_order_shift(phi, phi_test, w, K, K_test, y, g, kap, N, prior):
+    """Jitted body of first_order_shift (one compilation per shape)."""
+    t = TiltedSample(phi, phi_test, w, K, K_test, prior, y, g, kap, 1.0, N)
     Q, Q_test = tilted_kernels(t)  # (P, P), (P*, P)
     M, a = gp_algebra(Q, g, kap, t.y)
     s_a = t.phi @ a  # (M,)
