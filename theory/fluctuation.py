@@ -139,6 +139,8 @@ def batches(t: TiltedSample, n_batches: int) -> list[TiltedSample]:
     """Split the draws into n_batches disjoint TiltedSamples (weights renormalised per batch),
     for batch-means Monte-Carlo errors of any correction."""
     size = 2 * (t.phi.shape[0] // (2 * n_batches))  # even: keeps antithetic pairs together
+    if size < 2:
+        raise ValueError(f"n_batches={n_batches} is too many for {t.phi.shape[0]} draws")
     out = []
     for b in range(n_batches):
         sl = slice(b * size, (b + 1) * size)
