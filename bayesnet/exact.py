@@ -28,6 +28,7 @@ sample_stats holds the drawn log s (`log_s`): there is no acceptance step and no
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +37,16 @@ import numpy as np
 from . import scale_mixture
 from .results import progress_bar, to_datatree
 
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from .datasets import Dataset
+    from .spec import NetworkSpec
+
 # ------------------------------------------------------------------ 1-D posterior of x = log s
 
-def draw_log_s(spec, data, chains, draws, rng):
+def draw_log_s(spec: NetworkSpec, data: Dataset, chains: int, draws: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
     """Exact i.i.d. draws of x = log s, (chains, draws), and log p(x | y) relative to the mode.
 
     The density, its adaptive quadrature grid and the rejection sampler are those of
@@ -136,8 +144,9 @@ def _arrays(spec, data):
             {k: jnp.asarray(v, jnp.float64) for k, v in t.items()})
 
 
-def sample_exact(spec, data, chains=4, draws=1000, seed=0, progress=False, desc=None,
-                 f_draws=False, chunk=None):
+def sample_exact(spec: NetworkSpec, data: Dataset, chains: int = 4, draws: int = 1000,
+                 seed: int = 0, progress: bool = False, desc: str | None = None,
+                 f_draws: bool = False, chunk: int | None = None) -> xr.DataTree:
     """Independent exact posterior draws for a linear network; same DataTree as `sample`.
 
     `f_draws=True` adds per-draw exact samples of f (`f_train_draw`, `f_test_draw`) to the

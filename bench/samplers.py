@@ -17,9 +17,10 @@ Methods, all on the same data and spec, in one process:
   blackjax   BlackJAX window adaptation + NUTS, vmapped, on the baseline's (V, w) log density.
 Wall = compile + warmup + draws (the baseline recompiles at every chi; bayesnet does not).
 
-Sections: comparison (the table above), pergrad (engine vs NumPyro's MCMC per gradient, chunks
-alternated in one process), chains (NUTS vs ChEES at 4, 64, 256 chains), exact (cost against the
-width), memory (peak RSS in a subprocess).
+Sections: comparison (the table above), pergrad (engine vs NumPyro's MCMC per gradient, runs
+alternated in one process), chains (NUTS vs ChEES at 4, 64, 256 chains), scaling (time per raw
+gradient against N and P with FLOP counts and fitted exponents), exact (cost against the width),
+memory (peak RSS in a subprocess).
 
     .venv/bin/python bench/samplers.py --quick                       # a few minutes on 2 cores
     .venv/bin/python bench/samplers.py --sections pergrad --out r.json
@@ -60,6 +61,7 @@ def row(method, compile_s, sample_s, grads, fm, kt, **extra):
     return {"method": method, "compile_s": compile_s, "sample_s": sample_s, "wall_s": wall,
             "grads": int(grads), "ess_f": e_f, "ess_k": e_k, "mcse_f": m_f, "mcse_k": m_k,
             "cost_f": wall * m_f**2, "cost_k": wall * m_k**2,
+            "cost_f_run": sample_s * m_f**2, "cost_k_run": sample_s * m_k**2,
             "ess_per_s": min(e_f, e_k) / wall, "mean_f": float(np.mean(fm)),
             "mean_k": float(np.mean(kt)), **extra}
 
@@ -312,6 +314,115 @@ def many_chains(args):
     return out
 
 
+def _time_grad(fn, z, reps_target_s=0.3):
+    """Seconds per call of a jitted value-and-gradient (reps inside one program, no dispatch)."""
+    vg = jax.value_and_grad(fn)
+
+    def loop(z, reps):
+        def body(i, carry):
+            z, acc = carry
+            v, g = vg(z)
+            return jax.tree.map(lambda a, b: a + 1e-30 * b, z, g), acc + v
+        return jax.lax.fori_loop(0, reps, body, (z, 0.0))
+
+    loop = jax.jit(loop, static_argnums=1)
+    jax.block_until_ready(loop(z, 1))
+    t0 = time.perf_counter()
+    jax.block_until_ready(loop(z, 1))
+    reps = int(max(2, min(200, reps_target_s / max(time.perf_counter() - t0, 1e-6))))
+    jax.block_until_ready(loop(z, reps))
+    t0 = time.perf_counter()
+    jax.block_until_ready(loop(z, reps))
+    return (time.perf_counter() - t0) / reps
+
+
+def _loglik_space(Phi, y, s, noise, space):
+    """Collapsed log-likelihood in weight space (N x N) or function space (P x P) on purpose."""
+    P, N = Phi.shape
+    if space == "weight":
+        L = jnp.linalg.cholesky(jnp.eye(N) / s + Phi.T @ Phi / noise)
+        b = jax.scipy.linalg.solve_triangular(L, Phi.T @ y, lower=True) / noise
+        return -0.5 * ((y @ y - noise * b @ b) / noise + 2 * jnp.sum(jnp.log(jnp.diag(L)))
+                       + N * jnp.log(s) + P * jnp.log(noise))
+    L = jnp.linalg.cholesky(s * Phi @ Phi.T + noise * jnp.eye(P))
+    c = jax.scipy.linalg.solve_triangular(L, y, lower=True)
+    return -0.5 * (c @ c + 2 * jnp.sum(jnp.log(jnp.diag(L))))
+
+
+def _flops(method, N, P, D):
+    """Forward-pass floating-point operations of one log density (a gradient is ~3x this)."""
+    feat = 2 * P * D * N
+    if method == "full":
+        return feat + 2 * P * N
+    if method == "weight" or (method == "collapsed" and N < P):
+        return feat + 2 * P * N * N + N**3 / 3 + 2 * N * N
+    return feat + 2 * P * P * N + P**3 / 3 + 2 * P * P
+
+
+def scaling(args):
+    """Time per raw gradient against N and P (erf), interleaved passes, best of passes.
+
+    Each gradient is held against its FLOP count (3 x the forward count: the reverse pass of a
+    matrix product costs two products).  The exact sampler's cost per draw is on P only.
+    """
+    from numpyro.infer.util import potential_energy
+
+    D, kappa = args.D_scaling, args.kappa
+    cases = [(N, 64) for N in args.scaling_N] + [(256, P) for P in args.scaling_P if P != 64]
+    cases += [(N, 64) for N in (16, 32, 128) if N not in args.scaling_N]  # weight/function switch
+    fns = []
+    for N, P in cases:
+        data = bn.ising(n_train=P, n_test=8, dim=D, flip=0.1, seed=0)
+        spec = bn.NetworkSpec(width=N, activation="erf", chi=1.0, kappa=kappa)
+        d, th = sampling.data_arrays(data), sampling.theta_arrays(spec)
+        z = {"z_V": jax.random.normal(jax.random.PRNGKey(0), (N, D)),
+             "z_w": jax.random.normal(jax.random.PRNGKey(1), (N,))}
+        for method in ("full", "collapsed"):
+            model = MODELS[method][0](N, "erf")
+            zz = z if method == "full" else {"z_V": z["z_V"]}
+            fns.append(((method, N, P), (lambda zz, model=model, d=d, th=th:
+                                         potential_energy(model, (d, th), {}, zz)), zz))
+        if abs(np.log2(N / P)) <= 2:  # both collapsed branches near the switch N = P
+            for space in ("weight", "function"):
+                def pot(zz, d=d, th=th, N=N, space=space):
+                    Phi = jax.scipy.special.erf(d["X"] @ (zz["z_V"] * jnp.sqrt(1.0 / D)).T)
+                    return -_loglik_space(Phi, d["y"], 1.0 / N, kappa, space)
+                fns.append(((space, N, P), pot, {"z_V": z["z_V"]}))
+    best: dict = {}
+    for _ in range(args.scaling_passes):
+        for key, fn, zz in fns:
+            best[key] = min(best.get(key, np.inf), _time_grad(fn, zz))
+    out = []
+    for (method, N, P), sec in sorted(best.items(), key=lambda kv: kv[0]):
+        fl = 3 * _flops(method, N, P, D)
+        out.append({"method": method, "width": N, "P": P, "D": D, "us_per_grad": 1e6 * sec,
+                    "gflop": fl / 1e9, "gflops_per_s": fl / sec / 1e9})
+        print(f"scaling {method:9s} N={N:5d} P={P:4d}: {1e6 * sec:9.1f} us/grad, "
+              f"{fl / 1e6:9.2f} Mflop, {fl / sec / 1e9:6.2f} Gflop/s", flush=True)
+    for P in args.scaling_P:  # exact: cost per draw, width-independent
+        data = bn.ising(n_train=P, n_test=8, dim=D, flip=0.1, seed=0)
+        spec = bn.NetworkSpec(width=256, activation="linear", chi=1.0, kappa=kappa)
+        r = run_bayesnet("exact", spec, data, chains=4, warmup=0, draws=500, seed=3)
+        r = run_bayesnet("exact", spec, data, chains=4, warmup=0, draws=500, seed=4)
+        out.append({"method": "exact", "width": 256, "P": P, "D": D,
+                    "us_per_draw": 1e6 * r["sample_s"] / 2000, "cost_f": r["cost_f_run"],
+                    "cost_k": r["cost_k_run"]})
+        print(f"scaling exact P={P}: {out[-1]['us_per_draw']:.1f} us/draw", flush=True)
+    # exponents: log-log least squares of time per gradient along each axis
+    fits = {}
+    for method in ("full", "collapsed"):
+        for axis, fixed, values in (("N", ("P", 64), args.scaling_N),
+                                    ("P", ("width", 256), args.scaling_P)):
+            pts = [(x["width"] if axis == "N" else x["P"], x["us_per_grad"]) for x in out
+                   if x["method"] == method and x[fixed[0]] == fixed[1]
+                   and (x["width"] if axis == "N" else x["P"]) in values]
+            if len(pts) >= 2:
+                a = np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)[0]
+                fits[f"{method}_{axis}"] = float(a)
+                print(f"scaling exponent {method} in {axis}: {a:.2f}", flush=True)
+    return {"rows": out, "exponents": fits}
+
+
 def exact_scaling(args):
     """Exact sampler: cost per unit precision against the width."""
     data = bn.ising(n_train=args.P, n_test=args.P_test, dim=args.D, flip=0.1, seed=0)
@@ -405,10 +516,26 @@ def markdown(path):
                          f"[{x['ratio_min']:.2f}, {x['ratio_max']:.2f}] | {x['load']:.1f} |")
         lines.append("")
     if "chains" in r:
-        lines += ["| chains × draws " + head, "|" + "---|" * 13]
+        lines += ["| chains × draws " + head + " cost f̄ w/o compile | cost ŷKŷ w/o compile |",
+                  "|" + "---|" * 15]
         for x in r["chains"]:
-            lines.append(f"| {x['chains']} × {x['draws']} | " + cells(x))
+            run_f, run_k = x["sample_s"] * x["mcse_f"] ** 2, x["sample_s"] * x["mcse_k"] ** 2
+            lines.append(f"| {x['chains']} × {x['draws']} | " + cells(x)
+                         + f" {run_f:.1e} | {run_k:.1e} |")
         lines.append("")
+    if "scaling" in r:
+        lines += ["| model | N | P | µs per gradient (or per exact draw) | Mflop per gradient |"
+                  " Gflop/s |", "|" + "---|" * 6]
+        for x in r["scaling"]["rows"]:
+            if "us_per_grad" in x:
+                lines.append(f"| {x['method']} | {x['width']} | {x['P']} | "
+                             f"{x['us_per_grad']:.0f} | {1e3 * x['gflop']:.2f} | "
+                             f"{x['gflops_per_s']:.2f} |")
+            else:
+                lines.append(f"| exact | any | {x['P']} | {x['us_per_draw']:.1f} per draw | – "
+                             "| – |")
+        lines += ["", "Fitted exponents (time per gradient ∝ size^a): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in r["scaling"]["exponents"].items()), ""]
     if "exact_scaling" in r:
         lines += ["| N | χ | wall s | ESS f̄ | ESS ŷKŷ | cost f̄ | cost ŷKŷ |", "|" + "---|" * 7]
         for x in r["exact_scaling"]:
@@ -424,13 +551,37 @@ def markdown(path):
     print("\n".join(lines))
 
 
+def scaling_figure(path, png):
+    """Log-log figure of the time per raw gradient against N (P = 64) and P (N = 256)."""
+    import matplotlib
+    matplotlib.use("Agg")  # a script writing a file: no display needed
+    import matplotlib.pyplot as plt
+
+    with open(path) as f:
+        rows = json.load(f)["scaling"]["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, axis, fixed in ((axes[0], "width", ("P", 64)), (axes[1], "P", ("width", 256))):
+        for method in ("full", "collapsed", "weight", "function"):
+            pts = sorted((x[axis], x["us_per_grad"], x["gflop"]) for x in rows
+                         if x["method"] == method and x[fixed[0]] == fixed[1])
+            if len(pts) > 1:
+                ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
+        ax.set_xlabel("N (P = 64)" if axis == "width" else "P (N = 256)")
+        ax.set_ylabel("µs per gradient")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, a few minutes on 2 cores")
     p.add_argument("--out", default=None, help="write all results as JSON here")
     p.add_argument("--markdown", default=None, metavar="JSON",
                    help="print the markdown tables of a results JSON and exit")
-    p.add_argument("--sections", default="comparison,pergrad,chains,exact,memory")
+    p.add_argument("--figure", nargs=2, default=None, metavar=("JSON", "PNG"),
+                   help="draw the scaling figure of a results JSON and exit")
+    p.add_argument("--sections", default="comparison,pergrad,chains,scaling,exact,memory")
     p.add_argument("--no-blackjax", action="store_true", help="leave out the BlackJAX NUTS peer")
     p.add_argument("--no-chees", action="store_true")
     p.add_argument("--no-baseline", action="store_true", help="gains then relative to full")
@@ -447,11 +598,20 @@ def main(argv=None):
                    "128:512; quick 64:16)")
     p.add_argument("--pergrad-methods", default="full,collapsed")
     p.add_argument("--chain-counts", default=None, help="default 4,64,256 (quick 4,32)")
+    p.add_argument("--scaling-N", default=None, help="widths at P = 64 (default "
+                   "64,256,1024,4096; quick 64,256)")
+    p.add_argument("--scaling-P", default=None, help="training set sizes at N = 256 (default "
+                   "32,128,512; quick 32,128)")
+    p.add_argument("--scaling-passes", type=int, default=2)
     p.add_argument("--memory-draws", type=int, default=1000)
+    p.add_argument("--memory-warmup", type=int, default=20)
     p.add_argument("--memory-timeout", type=int, default=900)
     args = p.parse_args(argv)
     if args.markdown:
         markdown(args.markdown)
+        return
+    if args.figure:
+        scaling_figure(*args.figure)
         return
     q = args.quick
     args.activations = (args.activations or ("linear" if q else "linear,erf")).split(",")
@@ -470,7 +630,12 @@ def main(argv=None):
     args.chains_width = 16 if q else 32
     args.chains_total_draws, args.chains_min_draws = (1600, 50) if q else (8000, 100)
     args.exact_draws = 250 if q else 2500
-    args.memory_depth, args.memory_warmup = 4, 20
+    args.memory_depth = 4
+    args.D_scaling = 32
+    args.scaling_N = [int(n) for n in (args.scaling_N or ("64,256" if q else "64,256,1024,4096")
+                                       ).split(",")]
+    args.scaling_P = [int(n) for n in (args.scaling_P or ("32,128" if q else "32,128,512")
+                                       ).split(",")]
     sections = args.sections.split(",")
     if q:
         sections = [s for s in sections if s != "memory"]
@@ -478,7 +643,8 @@ def main(argv=None):
            "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}}
     t0 = time.perf_counter()
     for name, fn in (("comparison", comparison), ("pergrad", per_gradient),
-                     ("chains", many_chains), ("exact", exact_scaling), ("memory", memory)):
+                     ("chains", many_chains), ("scaling", scaling), ("exact", exact_scaling),
+                     ("memory", memory)):
         if name in sections:
             res["exact_scaling" if name == "exact" else name] = fn(args)
     res["total_s"] = time.perf_counter() - t0
