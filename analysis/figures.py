@@ -32,6 +32,8 @@ THEORY_STYLE = {
     "tree": ("tree level", "tab:blue", "-"),
     "one_loop": ("one loop", "tab:green", "-"),
     "laplace_one_loop": ("Laplace one loop", "tab:purple", "--"),
+    "one_loop_first": ("one loop (first order)", "tab:cyan", "-"),  # bench/width_ladder.py
+    "one_loop_dressed": ("one loop (dressed)", "tab:green", "-"),
     "exact": ("exact", "black", ":"),
 }
 DELTA_TEX = r"$\Delta = \frac{1}{P}\sum_\alpha y_\alpha\,(y_\alpha - \langle f(x_\alpha)\rangle)$"
@@ -276,7 +278,9 @@ def finite_width_figure(results: xr.DataTree) -> Figure:
                         label=rf"$\propto 1/N^{p}$" if p > 1 else r"$\propto 1/N$")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(N)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("width N")
         ax.set_ylabel("relative error ||theory − sample|| / ||sample||")
         ax.set_title(f"χ = {rule}", fontsize=9)
