@@ -162,6 +162,7 @@ def residual_figure(comp: xr.Dataset, title: str, key: str = "f_train") -> Figur
         ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xscale("log")
+        ax.set_xlim(chi.min() / 1.25, chi.max() * 1.25)
         ax.set_xticks(chi)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

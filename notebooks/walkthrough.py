@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -16,7 +18,7 @@
 #
 # Build a network spec, sample its posterior with NUTS, check the chains, compute the theories,
 # compare them with the samples (z = (theory − sample)/MCSE) and plot the residuals.
-# About 1–2 minutes on 2 CPU cores; `QUICK = True` (what the tests set) takes seconds.
+# About 30 s on 2 CPU cores; `QUICK = True` (what the tests set) takes seconds.
 
 # %%
 # %matplotlib inline
