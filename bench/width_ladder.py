@@ -170,13 +170,19 @@ def slope(ns, errs) -> float:
 
 
 def linear_ladder(widths, kappa: float, out: pathlib.Path) -> dict:
-    """Linear network, same data: every theory against method='exact' (no sampling)."""
+    """Linear network, same data: every theory against method='exact' (no sampling); widths
+    already in `out` are read back, not recomputed."""
     import bayesnet as bn
     import theory
 
     data = dataset()
     res = {}
+    if out.exists():
+        res = {n: {tag: {int(N): tuple(v) for N, v in d.items()} for tag, d in r.items()}
+               for n, r in json.loads(out.read_text()).items()}
     for N in widths:
+        if all(N in res.get(n, {}).get("1", {}) for n in ("nngp", "one_loop_dressed")):
+            continue
         spec = bn.NetworkSpec(width=N, activation="linear", g_v=SETUP["g_v"], g_w=SETUP["g_w"],
                               kappa=kappa)
         chis = [1.0, math.sqrt(N), float(N)]
@@ -193,14 +199,14 @@ def linear_ladder(widths, kappa: float, out: pathlib.Path) -> dict:
     return res
 
 
-def erf_theory(widths, options: dict, path: pathlib.Path) -> dict:
-    """Every theory at chi in {1, sqrt N, N} for each width (cached in `path`, .npz)."""
+def erf_theory(widths, options: dict, path: pathlib.Path, tags) -> dict:
+    """Every theory at the chi tags for each width (cached in `path`, .npz)."""
     cache = dict(np.load(path)) if path.exists() else {}
     data = dataset()
     for N in widths:
         if f"N{N}_one_loop_dressed_train" in cache:
             continue
-        chis = [chi_value(tag, N) for tag in ("1", "sqrt", "N")]
+        chis = [chi_value(tag, N) for tag in tags]
         t0 = time.perf_counter()
         th = theory_outputs(spec_for(N, 1.0), data, chis, THEORIES, options)
         for name, arrs in th.items():
@@ -211,13 +217,14 @@ def erf_theory(widths, options: dict, path: pathlib.Path) -> dict:
     return cache
 
 
-def erf_ladder(widths, options: dict, out: pathlib.Path) -> dict:
+def erf_ladder(widths, options: dict, out: pathlib.Path, tags=("1", "sqrt", "N"),
+               suffix: str = "") -> dict:
     """Erf network: every theory against the pooled reference samples; MC noise per point."""
-    cache = erf_theory(widths, options, OUT / "erf_theory.npz")
+    cache = erf_theory(widths, options, OUT / f"erf_theory{suffix}.npz", tags)
     names = [t[0] for t in THEORIES]
     res = {}
     for N in widths:
-        for k, tag in enumerate(("1", "sqrt", "N")):
+        for k, tag in enumerate(tags):
             ref = pooled(N, tag)
             if ref is None:
                 continue
@@ -254,12 +261,31 @@ def table(res: dict, names, side: int, noise: bool) -> str:
     return "\n".join(lines)
 
 
+def noise_table(res: dict, names, side: int) -> str:
+    """Markdown: error / combined MC noise (reference and the theory's own batch-means error)
+    and the noise-subtracted error sqrt(max(err^2 - noise^2, 0)) per (chi, N) for `names`."""
+    label = {"1": "1", "sqrt": "√N", "N": "N"}
+    cols = [f"{n} err/noise" for n in names] + [f"{n} debiased" for n in names]
+    lines = ["| χ | N | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for tag in [t for t in ("1", "sqrt", "N") if t in res[names[0]]]:
+        for N in sorted(int(n) for n in res[names[0]][tag]):
+            ratio, deb = [], []
+            for n in names:
+                err = res[n][tag][N][side]
+                noise = math.hypot(res["mc_noise"][tag][N][side], res[n + "_mcse"][tag][N][side])
+                ratio.append(f"{err / noise:.1f}")
+                deb.append(f"{math.sqrt(max(err ** 2 - noise ** 2, 0.0)):.1e}")
+            lines.append(f"| {label[tag]} | {N} | " + " | ".join(ratio + deb) + " |")
+    return "\n".join(lines)
+
+
 def figure(res: dict, names, path: pathlib.Path, title: str, noise: bool) -> None:
     """Log-log error against N, one panel per chi (train top, test bottom), slopes 1 and 2."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     tags = [t for t in ("1", "sqrt", "N") if t in res[names[0]]]
     label = {"1": "χ = 1", "sqrt": "χ = √N", "N": "χ = N"}
@@ -277,6 +303,8 @@ def figure(res: dict, names, path: pathlib.Path, title: str, noise: bool) -> Non
             for p, ls in ((1, ":"), (2, "-.")):
                 ax.loglog(ns, e0 * (ns / ns[0]) ** (-p), "0.5", ls=ls, lw=1,
                           label=f"slope -{p}")
+            ax.set_xticks(ns, [str(n) for n in ns])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_title(f"{label[tag]}, {'train' if side == 0 else 'test'}")
             ax.set_xlabel("width N")
             ax.grid(True, which="both", alpha=0.3)
@@ -294,6 +322,7 @@ def main(argv=None) -> int:
                          "linear: theories against the exact linear posterior")
     ap.add_argument("--n-draws", type=int, default=65536,
                     help="erf: importance-sampling draws of the tilted measure")
+    ap.add_argument("--suffix", default="", help="erf: name suffix of the theory cache and outputs")
     ap.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--chis", nargs="+", default=["1", "sqrt", "N"],
                     help="chi values: numbers, 'sqrt' (sqrt N) or 'N' (mean field)")
@@ -315,10 +344,13 @@ def main(argv=None) -> int:
         return 0
     if args.mode == "erf":
         names = [t[0] for t in THEORIES]
-        res = erf_ladder(args.widths, {"n_draws": args.n_draws}, OUT / "erf_errors.json")
+        sfx = args.suffix
+        res = erf_ladder(args.widths, {"n_draws": args.n_draws}, OUT / f"erf_errors{sfx}.json",
+                         tuple(args.chis), sfx)
         for side in (0, 1):
             print(("train" if side == 0 else "test") + "\n" + table(res, names, side, True))
-        figure(res, names, OUT / "erf_ladder.png", "erf net vs collapsed NUTS", True)
+            print(noise_table(res, ["tree", "one_loop_first", "one_loop_dressed"], side))
+        figure(res, names, OUT / f"erf_ladder{sfx}.png", "erf net vs collapsed NUTS", True)
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
     data = dataset()
