@@ -14,10 +14,13 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
 import warnings
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import point as pointlib
 from .store import Store, entry, one_line
@@ -209,10 +212,29 @@ def _client(workers, scheduler, scheduler_file, cache_dir):
             raise ConfigError(f"cannot reach the Dask scheduler {where}: {one_line(err)}") \
                 from None
         return client, None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR,
-                           env=worker_env(cache_dir))
-    return Client(cluster), cluster
+    # Ctrl-C in a terminal reaches the whole process group: the workers ignore it (an ignored
+    # SIGINT is inherited by the processes they are spawned as, and Python keeps it ignored)
+    # and the driver alone cancels, records and closes.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.CRITICAL,
+                               env=worker_env(cache_dir))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    client = Client(cluster)
+    client.register_plugin(_IgnoreSigint(), name="bayesnet-ignore-sigint")  # restarted workers
+    return client, cluster
+
+
+class _IgnoreSigint(WorkerPlugin):
+    """Worker plugin: a worker restarted after a crash ignores Ctrl-C like the first ones."""
+
+    def setup(self, worker) -> None:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_dask(todo, store: Store, state: _State, workers, scheduler, scheduler_file,
@@ -254,6 +276,14 @@ def _run_dask(todo, store: Store, state: _State, workers, scheduler, scheduler_f
                     running = keys
                     state.set_running(running)
                 time.sleep(0.2)
+    except KeyboardInterrupt:
+        if cluster is not None:  # stop at once: our own workers are killed, not drained
+            _kill_workers(cluster)
+        for p in futures.values():  # what the cancelled points left behind
+            if state.entries[p.key]["state"] != "done":
+                store.marker_path(p.key).unlink(missing_ok=True)
+                store.log_path(p.key).unlink(missing_ok=True)
+        raise
     finally:
         with contextlib.suppress(Exception):
             client.cancel(list(futures))  # after Ctrl-C: nothing keeps running for us
@@ -262,3 +292,10 @@ def _run_dask(todo, store: Store, state: _State, workers, scheduler, scheduler_f
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=5)
+
+
+def _kill_workers(cluster) -> None:
+    """SIGKILL the worker processes of our own LocalCluster (by their pids)."""
+    for nanny in list(cluster.workers.values()):
+        with contextlib.suppress(Exception):
+            os.kill(nanny.process.process.pid, signal.SIGKILL)
