@@ -282,19 +282,8 @@ def check_sampler(settings: dict, where: str = "sampler") -> dict:
     from bayesnet import sampling
 
     full = {**sampler_defaults(), **settings}
-    check = getattr(sampling, "check_options", None)
     try:
-        if check is not None:
-            check(**full)
-        else:  # the checks `sample` runs before it starts
-            sampling._choice("method", full["method"], sampling.METHODS)
-            sampling._choice("chain_method", full["chain_method"], sampling.CHAIN_METHODS)
-            for k, lo in (("chains", 1), ("warmup", 0), ("draws", 1), ("seed", 0),
-                          ("max_tree_depth", 1)):
-                sampling._check_int(k, full[k], lo)
-            if not 0.0 < float(full["target_accept"]) < 1.0:
-                raise ValueError(f"target_accept must be in (0, 1), got "
-                                 f"{full['target_accept']!r}")
+        sampling.check_options(**full)  # the one home of these checks, shared with `sample`
     except ValueError as err:
         raise ConfigError(f"config: [{where}]: {err}") from None
     return full
