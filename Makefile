@@ -19,7 +19,7 @@ install: $(STAMP)
 run: $(STAMP)  # extra options pass through: make run ARGS="--quick --workers 2"
 	$(VENV)/bin/bayesnet run $(ARGS)
 
-quick: $(STAMP)  # the smoke test: small grid, short chains (about 1 min on 2 cores)
+quick: $(STAMP)  # the smoke test: small grid, short chains (about 3 min on 2 cores)
 	$(VENV)/bin/bayesnet run --quick $(ARGS)
 
 test: $(STAMP)
