@@ -46,11 +46,20 @@ def summary_rows(results: xr.DataTree) -> list[dict]:
                    "reasons": str(c["reasons"].item()), "best": str(best.isel(chi=j).item()),
                    "flagged": [m for m in _methods(comp)
                                if int(c["flagged"].sel({"theory": m})) == 1]}
+            row["worst"] = {m: _worst_observable(c, m) for m in row["flagged"]}
             for m in _methods(comp):
                 row[m] = (float(c["relerr"].sel({"theory": m})),
                           float(c["max_abs_z"].sel({"theory": m})))
             rows.append(row)
     return rows
+
+
+def _worst_observable(c: xr.Dataset, method: str) -> str:
+    """The observable with the largest max |z| of one theory at one chi."""
+    z = {k: float(c[f"{k}_maxabsz"].sel({"theory": method})) for k in cmp.OBSERVABLES
+         if f"{k}_maxabsz" in c}
+    z = {k: v for k, v in z.items() if np.isfinite(v)}
+    return max(z, key=z.get) if z else "?"
 
 
 def summary_table(results: xr.DataTree) -> str:
@@ -59,14 +68,14 @@ def summary_table(results: xr.DataTree) -> str:
     methods = [m for m in THEORY_ORDER if any(m in r for r in rows)]
     methods += sorted({m for r in rows for m in r.get("flagged", [])} - set(methods))
     head = ["network", "chi", "diagnostics"] + [f"{m} relerr / max abs z" for m in methods] + [
-        f"flagged (max abs z > {cmp.Z_FLAG:g})", "best (exact excluded)"]
+        f"flagged (max abs z > {cmp.Z_FLAG:g}): worst observable", "best (exact excluded)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         verdict = "ok" if r["verdict"] == "ok" else f"**WARN** ({r['reasons']})"
         cells = [r["network"], f"{r['chi']:.3g}", verdict]
         for m in methods:
             cells.append(f"{_fmt(r[m][0])} / {_fmt(r[m][1], '.1f')}" if m in r else "-")
-        cells.append(", ".join(r["flagged"]) or "none")
+        cells.append(", ".join(f"{m}: {r['worst'][m]}" for m in r["flagged"]) or "none")
         cells.append(r["best"] if r["best"] == cmp.NONE_WITHIN else f"**{r['best']}**")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -177,7 +186,7 @@ def _definitions() -> list[str]:
             f"- max abs z: {DEFINITIONS['max_abs_z']}.",
             f"- relerr: {DEFINITIONS['relerr']}.",
             f"- flagged: theories with max |z| > {cmp.Z_FLAG:g}, i.e. off by more than "
-            "Monte-Carlo error somewhere.",
+            "Monte-Carlo error somewhere, each with the observable whose |z| is largest.",
             f"- best: {DEFINITIONS['best']}.",
             f"- Delta (discrepancy figures): {DEFINITIONS['signed_discrepancy']}.",
             f"- kernel_target, kernel_trace: {DEFINITIONS['kernel_change']}.", ""]

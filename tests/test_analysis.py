@@ -239,7 +239,8 @@ def test_report_and_figures(linear_sweep, tmp_path):
         assert f"figures/{name}" in text
         assert (tmp_path / "figures" / name).stat().st_size > 20_000  # drawn, not blank
     assert "Wall time before collecting: 12.3 s" in text and text.count("Wall time") == 1
-    assert "flagged (max abs z > 4)" in text and "best (exact excluded)" in text
+    assert "flagged (max abs z > 4): worst observable" in text and "best (exact excluded)" in text
+    assert "nngp: " in text  # each flagged theory with the observable that is furthest off
     assert "smoke test" in text  # 4 x 400 draws: short chains are expected to warn
     rows = report.summary_rows(results)
     assert all(r["best"] != "exact" for r in rows)
