@@ -78,6 +78,10 @@ def test_run_quick_end_to_end(quick_run):
         assert "exact" in comp["theory"].values
         assert set(tree["linear"].children) >= {"samples", "diagnostics", "theory",
                                                   "comparison", "reference", "theory_dense"}
+        assert [f"{n.path}:{v}" for n in tree.subtree for v in n.data_vars  # self-describing
+                if "long_name" not in n[v].attrs] == []
+        assert "feature" in tree["data"].coords and isinstance(tree["linear"].attrs["width"],
+                                                               (int, np.integer))
     with xr.open_dataset(out / "sweep.nc") as ds:
         assert set(ds["network"].values) == {"linear", "erf"} and ds.sizes["chi"] == 3
     report = (out / "report.md").read_text()
