@@ -314,9 +314,17 @@ def network_figures(results: xr.DataTree, name: str, folder) -> list[pathlib.Pat
 
 
 def results_figures(results: xr.DataTree, folder) -> list[pathlib.Path]:
-    """Figures that span networks (the finite-width ladder when the tree has one)."""
+    """Figures that span widths: one finite-width figure per `finite_width*` group."""
     folder = pathlib.Path(folder)
-    if "finite_width" not in results.children:
-        return []
-    folder.mkdir(parents=True, exist_ok=True)
-    return [_save(finite_width_figure(results), folder / "finite_width.png")]
+    groups = sorted(g for g in results.children if str(g).startswith("finite_width"))
+    if groups:
+        folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for g in groups:
+        fig = finite_width_figure(results[g].to_dataset())
+        net = results[g].attrs.get("network")
+        if net:
+            fig.suptitle(f"{net} network: how fast does each theory's error shrink with N?",
+                         fontsize=10)
+        paths.append(_save(fig, folder / f"{g}.png"))
+    return paths
