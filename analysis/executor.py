@@ -63,7 +63,7 @@ class _Progress:
     def update(self, n: int, done: int, failed: int, running: int) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(f"done {done}, failed {failed}, running {running}",
-                                     refresh=False)
+                                     refresh=n == 0)  # update(n > 0) refreshes anyway
             self.bar.update(n)
 
     def close(self) -> None:
