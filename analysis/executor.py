@@ -218,7 +218,7 @@ def _client(workers, scheduler, scheduler_file, cache_dir):
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.CRITICAL,
+                               dashboard_address=":0", silence_logs=logging.CRITICAL,
                                env=worker_env(cache_dir))
     finally:
         signal.signal(signal.SIGINT, previous)

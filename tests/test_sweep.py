@@ -82,7 +82,7 @@ def cluster():
 
     cache = compilation_cache()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env=executor.worker_env(cache)) as c:
+                      dashboard_address=":0", env=executor.worker_env(cache)) as c:
         yield c
 
 
