@@ -646,7 +646,7 @@ def main(argv=None):
                    help="print the markdown tables of a results JSON and exit")
     p.add_argument("--figure", nargs=2, default=None, metavar=("JSON", "PNG"),
                    help="draw the scaling figure of a results JSON and exit")
-    p.add_argument("--sections", default="comparison,pergrad,chains,scaling,exact,memory")
+    p.add_argument("--sections", default="comparison,pergrad,marginal,chains,scaling,exact,memory")
     p.add_argument("--no-blackjax", action="store_true", help="leave out the BlackJAX NUTS peer")
     p.add_argument("--no-chees", action="store_true")
     p.add_argument("--no-baseline", action="store_true", help="gains then relative to full")
