@@ -412,7 +412,7 @@ def plan(config: dict) -> Grid:
             except ValueError as err:
                 raise ConfigError(f"config: {where} ({net['name']}): {err}") from None
             lin = spec.activation == "linear"
-            ms = tuple(m for m in methods if m != "exact" or lin)
+            ms = tuple(m for m in methods if lin or m not in theory.LINEAR_ONLY)
             if not ms:
                 raise ConfigError(f"config: no theory in 'theory.methods' applies to {where} "
                                   f"({spec.activation})")
