@@ -263,7 +263,9 @@ def predict(spec: NetworkSpec, data: Dataset, chis=None, method: str = "one_loop
     kernel_trace, ubar (effective readout scale, g_w for nngp), converged, iterations, residual,
     normalisability (c Delta^T K Delta).  one_loop and laplace_one_loop add correction_train/
     test (the shift of the mean from its saddle), correction_size_train/test (|shift|/|saddle|)
-    and correction_mcse_train/test (batch-means standard error of the shift / |saddle|).
+    and correction_mcse_train/test (batch-means standard error of the shift / |saddle|; it leaves
+    out the tree level's own importance-sampling noise, which at mean field dominates test
+    outputs at the default n_draws: raise n_draws to see it fall like 1/sqrt(M)).
     Variances (var_*) and kernels of one_loop are the tree level's: their error is O(1/N)
     relative (and O(chi/N) for the kernel's target direction at strong tilt).
     options: closed_form (linear one_loop without Monte Carlo, default True), n_batches
