@@ -3,13 +3,18 @@
 Exports are lazy (PEP 562): `from analysis.cli import main` loads neither xarray nor ArviZ, so
 the `bayesnet` command starts at once and a Ctrl-C while it imports is handled like any other.
 """
+
 from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"against_reference": "comparison", "compare": "comparison",
-            "sample_estimates": "comparison", "sweep_estimates": "comparison",
-            "diagnose": "diagnostics"}
+_EXPORTS = {
+    "against_reference": "comparison",
+    "compare": "comparison",
+    "sample_estimates": "comparison",
+    "sweep_estimates": "comparison",
+    "diagnose": "diagnostics",
+}
 __all__ = sorted(_EXPORTS)
 
 

@@ -10,6 +10,7 @@ Files under the output folder DIR (see analysis/store.py and analysis/collect.py
 Exit status: 0 done, 1 some points failed, 2 bad input (one line on stderr), 130 interrupted.
 This module only parses arguments; the work is in grid, executor, collect and report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,31 +47,57 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bayesnet", description="Bayesian network posteriors across scaling "
-                "regimes: grid sweeps of samples and theory, collected and reported.")
+    p = _Parser(
+        prog="bayesnet",
+        description="Bayesian network posteriors across scaling "
+        "regimes: grid sweeps of samples and theory, collected and reported.",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="the main job: every point of the grid (resumed), then "
-                         "collect and report", description="Sample every point of the grid, "
-                         "run every theory, compare; then collect and report.  Finished points "
-                         "are kept: a rerun resumes.")
+    run = sub.add_parser(
+        "run",
+        help="the main job: every point of the grid (resumed), then collect and report",
+        description="Sample every point of the grid, "
+        "run every theory, compare; then collect and report.  Finished points "
+        "are kept: a rerun resumes.",
+    )
     run.add_argument("--config", default=None, help="grid TOML (default: the embedded one)")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     run.add_argument("--quick", action="store_true", help="apply the config's [quick] table")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     how = run.add_mutually_exclusive_group()
-    how.add_argument("--workers", type=_positive_int, default=None, metavar="K",
-                     help="a local Dask cluster of K single-threaded worker processes")
-    how.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                     help="join a running Dask scheduler, e.g. tcp://host:8786")
-    how.add_argument("--scheduler-file", default=None, metavar="F",
-                     help="join the Dask scheduler described in file F")
+    how.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="a local Dask cluster of K single-threaded worker processes",
+    )
+    how.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="join a running Dask scheduler, e.g. tcp://host:8786",
+    )
+    how.add_argument(
+        "--scheduler-file",
+        default=None,
+        metavar="F",
+        help="join the Dask scheduler described in file F",
+    )
     run.add_argument("--fresh", action="store_true", help="delete the saved points first")
     run.add_argument("--retry-failed", action="store_true", help="rerun points that failed")
-    for name, text in (("collect", "DIR/sweep.nc and DIR/results.nc from the finished points"),
-                       ("report", "DIR/report.md and DIR/figures from DIR/results.nc")):
+    for name, text in (
+        ("collect", "DIR/sweep.nc and DIR/results.nc from the finished points"),
+        ("report", "DIR/report.md and DIR/figures from DIR/results.nc"),
+    ):
         s = sub.add_parser(name, help=text, description=text)
-        s.add_argument("dir", nargs="?", default=None, metavar="DIR",
-                       help=f"output folder (default {DEFAULT_OUT})")
+        s.add_argument(
+            "dir",
+            nargs="?",
+            default=None,
+            metavar="DIR",
+            help=f"output folder (default {DEFAULT_OUT})",
+        )
         s.add_argument("--out", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -86,8 +113,7 @@ def _folder(args) -> pathlib.Path:
 def _write_grid(store, config: dict) -> None:
     from .store import write_atomic
 
-    write_atomic(store.root / "grid.json",
-                 lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
+    write_atomic(store.root / "grid.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
 
 
 def _read_grid(store):
@@ -128,33 +154,52 @@ def cmd_run(args) -> int:
             store.clear()
         _write_grid(store, g.config)
         cache = compilation_cache()
-        where = (f"{args.workers} local Dask workers" if args.workers else
-                 f"Dask scheduler {args.scheduler or args.scheduler_file}"
-                 if args.scheduler or args.scheduler_file else "this process")
-        _log(f"bayesnet run: {len(g)} points in {len(grid.series_of(g.points))} series, "
-             f"output in {store.root}, computed in {where} (XLA cache {cache or 'off'})")
-        outcome = executor.run(g, store, workers=args.workers, scheduler=args.scheduler,
-                               scheduler_file=args.scheduler_file,
-                               progress=not args.no_progress, retry_failed=args.retry_failed,
-                               cache_dir=cache)
-        _log(f"{outcome.done} of {outcome.total} points done ({outcome.computed} computed now "
-             f"in {outcome.seconds:.1f}s), {outcome.failed} failed")
+        where = (
+            f"{args.workers} local Dask workers"
+            if args.workers
+            else f"Dask scheduler {args.scheduler or args.scheduler_file}"
+            if args.scheduler or args.scheduler_file
+            else "this process"
+        )
+        _log(
+            f"bayesnet run: {len(g)} points in {len(grid.series_of(g.points))} series, "
+            f"output in {store.root}, computed in {where} (XLA cache {cache or 'off'})"
+        )
+        outcome = executor.run(
+            g,
+            store,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            scheduler_file=args.scheduler_file,
+            progress=not args.no_progress,
+            retry_failed=args.retry_failed,
+            cache_dir=cache,
+        )
+        _log(
+            f"{outcome.done} of {outcome.total} points done ({outcome.computed} computed now "
+            f"in {outcome.seconds:.1f}s), {outcome.failed} failed"
+        )
         if outcome.done:
             try:
                 elapsed = time.perf_counter() - t0  # one measurement, quoted by the report
                 _, results = collect.collect(g, store, timing={"total_s": elapsed})
-                _log(f"collected into {store.root / 'sweep.nc'} and "
-                     f"{store.root / 'results.nc'} (wall time before collecting {elapsed:.1f}s)")
+                _log(
+                    f"collected into {store.root / 'sweep.nc'} and "
+                    f"{store.root / 'results.nc'} (wall time before collecting {elapsed:.1f}s)"
+                )
                 _report(results, store.root)
             except KeyboardInterrupt:
                 raise executor.Interrupted(
                     f"interrupted while collecting: {outcome.done} of {outcome.total} points "
                     f"are saved in {store.points}; `bayesnet collect {store.root}` and "
-                    f"`bayesnet report {store.root}` finish the job") from None
+                    f"`bayesnet report {store.root}` finish the job"
+                ) from None
     _log(f"finished in {time.perf_counter() - t0:.1f}s")
     if outcome.failed:
-        _log(f"{outcome.failed} of {outcome.total} points failed (errors in "
-             f"{store.manifest_path}); `bayesnet run --retry-failed` reruns them")
+        _log(
+            f"{outcome.failed} of {outcome.total} points failed (errors in "
+            f"{store.manifest_path}); `bayesnet run --retry-failed` reruns them"
+        )
         return EXIT_POINTS_FAILED
     return 0
 
@@ -190,8 +235,10 @@ def cmd_report(args) -> int:
         with xr.open_datatree(path, engine="h5netcdf") as tree:
             results = tree.load().copy()
     except Exception as err:  # noqa: BLE001 - any failure to read: the file is the problem
-        raise ConfigError(f"results file {path} is unreadable ({' '.join(str(err).split())}); "
-                          f"`bayesnet collect {out}` rebuilds it") from None
+        raise ConfigError(
+            f"results file {path} is unreadable ({' '.join(str(err).split())}); "
+            f"`bayesnet collect {out}` rebuilds it"
+        ) from None
     _report(results, out)
     return 0
 

@@ -11,6 +11,7 @@ DIR/results.nc  the DataTree that `report` and the figures read: root attributes
                 several widths also `finite_width` (relative error of each theory against N).
 chi comes from the grid (the point's coordinate), never from attributes.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def load_points(grid, store: Store, log=_log) -> dict:
             problem = store.verify_point(p.key)
             if problem:
                 raise PointFileError(problem)
-            out[p.key] = store.open_point(p.key, groups=("estimates", "diagnostics", "theory",
-                                                         "comparison"))
+            out[p.key] = store.open_point(
+                p.key, groups=("estimates", "diagnostics", "theory", "comparison")
+            )
         except PointFileError as err:
             bad += 1
             log(f"{err}: marked failed, the next run recomputes it")
@@ -60,21 +62,38 @@ def prior_kernel(spec, data) -> xr.Dataset:
 
     K = np.asarray(theory.kernel(spec.activation, data.X, data.X, spec.g_v))  # (P, P)
     yhat = data.y / np.linalg.norm(data.y)
-    return xr.Dataset({"K_train": (("train", "train_"), K,
-                                   {"long_name": "prior (NNGP) feature kernel K^phi, train block"}),
-                       "kernel_target": ((), yhat @ K @ yhat,
-                                         {"long_name": "prior kernel target projection "
-                                                       "yhat^T K^phi yhat"}),
-                       "kernel_trace": ((), np.trace(K) / K.shape[0],
-                                        {"long_name": "prior kernel trace tr K^phi / P"})},
-                      coords={"train": np.arange(K.shape[0]), "train_": np.arange(K.shape[0])})
+    return xr.Dataset(
+        {
+            "K_train": (
+                ("train", "train_"),
+                K,
+                {"long_name": "prior (NNGP) feature kernel K^phi, train block"},
+            ),
+            "kernel_target": (
+                (),
+                yhat @ K @ yhat,
+                {"long_name": "prior kernel target projection yhat^T K^phi yhat"},
+            ),
+            "kernel_trace": (
+                (),
+                np.trace(K) / K.shape[0],
+                {"long_name": "prior kernel trace tr K^phi / P"},
+            ),
+        },
+        coords={"train": np.arange(K.shape[0]), "train_": np.arange(K.shape[0])},
+    )
 
 
 def data_group(data) -> xr.Dataset:
     """The data set as a Dataset (train, test, feature)."""
-    ds = xr.Dataset({"X": (("train", "feature"), data.X), "y": (("train",), data.y),
-                     "X_test": (("test", "feature"), data.X_test),
-                     "y_test": (("test",), data.y_test)})
+    ds = xr.Dataset(
+        {
+            "X": (("train", "feature"), data.X),
+            "y": (("train",), data.y),
+            "X_test": (("test", "feature"), data.X_test),
+            "y_test": (("test",), data.y_test),
+        }
+    )
     ds.attrs = data.to_attrs()
     return ds
 
@@ -93,14 +112,19 @@ def worst_trace(store: Store, pts, diag: xr.Dataset) -> xr.Dataset:
     tree = store.open_point(pts[k].key, groups=("posterior", "observed_data"))
     da = diagnostics.draws(tree)[name].isel(idx)
     ds = xr.Dataset({"draws": da.drop_vars([c for c in da.coords if c not in da.dims])})
-    ds.attrs = {"observable": name, "index": json.dumps(idx), "rhat": rhat,
-                "chi": float(pts[k].chi)}
+    ds.attrs = {
+        "observable": name,
+        "index": json.dumps(idx),
+        "rhat": rhat,
+        "chi": float(pts[k].chi),
+    }
     return ds
 
 
 def _concat(parts, join="outer") -> xr.Dataset:
-    return xr.concat(parts, dim="chi", coords="minimal", compat="override", join=join,
-                     combine_attrs="override")
+    return xr.concat(
+        parts, dim="chi", coords="minimal", compat="override", join=join, combine_attrs="override"
+    )
 
 
 def series_groups(name: str, pts, loaded: dict, store: Store, dense: int) -> dict:
@@ -112,13 +136,23 @@ def series_groups(name: str, pts, loaded: dict, store: Store, dense: int) -> dic
     th = _concat([loaded[p.key]["theory"].to_dataset() for p in pts])
     chis = np.array([p.chi for p in pts])
     est, diag, th = (d.assign_coords(chi=chis) for d in (est, diag, th))
-    failed = sorted({f for p in pts for f in json.loads(
-        loaded[p.key]["theory"].attrs.get("theory_failed", "[]"))})
+    failed = sorted(
+        {
+            f
+            for p in pts
+            for f in json.loads(loaded[p.key]["theory"].attrs.get("theory_failed", "[]"))
+        }
+    )
     th.attrs = {**spec_attrs(pts[0].spec), "theory_failed": json.dumps(failed)}
     data = gridlib.make_data(dict(pts[0].data))
-    groups = {"samples": est, "diagnostics": diag, "theory": th,
-              "comparison": cmp.compare(est, th, diagnosis=diag),
-              "prior": prior_kernel(pts[0].spec, data), "worst": worst_trace(store, pts, diag)}
+    groups = {
+        "samples": est,
+        "diagnostics": diag,
+        "theory": th,
+        "comparison": cmp.compare(est, th, diagnosis=diag),
+        "prior": prior_kernel(pts[0].spec, data),
+        "worst": worst_trace(store, pts, diag),
+    }
     if "exact" in th["theory"].values:
         groups["reference"] = cmp.against_reference(th)
     if dense >= 2 and chis.max() > chis.min():
@@ -144,8 +178,9 @@ def finite_width(series: dict, groups: dict) -> dict:
         rules: list = []
         for _, pts in sorted(members, key=lambda m: m[1][0].spec.width):
             rules += [p.chi_rule for p in pts if p.chi_rule not in rules]
-        methods = sorted({str(m) for n, _ in members
-                          for m in groups[f"{n}/comparison"]["theory"].values})
+        methods = sorted(
+            {str(m) for n, _ in members for m in groups[f"{n}/comparison"]["theory"].values}
+        )
         shape = (len(widths), len(methods), len(rules))
         sums, noise, count = np.zeros(shape), np.zeros(shape), np.zeros(shape)
         chi = np.full((len(widths), len(rules)), np.nan)
@@ -165,15 +200,32 @@ def finite_width(series: dict, groups: dict) -> dict:
         with np.errstate(invalid="ignore", divide="ignore"):
             relerr, mcse = sums / count, noise / count / np.sqrt(np.maximum(count, 1))
         ds = xr.Dataset(
-            {"relerr": (("width", "theory", "chi_rule"), relerr,
-                        {"long_name": "relative error of the mean train output against samples",
-                         "definition": "||f_theory - f_samples|| / ||f_samples|| over train "
-                                       "points, averaged over the other grid axes"}),
-             "relerr_mcse": (("width", "theory", "chi_rule"), mcse,
-                             {"long_name": "Monte-Carlo noise level of relerr",
-                              "definition": "||MCSE of f_samples|| / ||f_samples||"})},
-            coords={"width": widths, "theory": methods, "chi_rule": rules,
-                    "chi": (("width", "chi_rule"), chi)})
+            {
+                "relerr": (
+                    ("width", "theory", "chi_rule"),
+                    relerr,
+                    {
+                        "long_name": "relative error of the mean train output against samples",
+                        "definition": "||f_theory - f_samples|| / ||f_samples|| over train "
+                        "points, averaged over the other grid axes",
+                    },
+                ),
+                "relerr_mcse": (
+                    ("width", "theory", "chi_rule"),
+                    mcse,
+                    {
+                        "long_name": "Monte-Carlo noise level of relerr",
+                        "definition": "||MCSE of f_samples|| / ||f_samples||",
+                    },
+                ),
+            },
+            coords={
+                "width": widths,
+                "theory": methods,
+                "chi_rule": rules,
+                "chi": (("width", "chi_rule"), chi),
+            },
+        )
         ds.attrs = {"network": net}
         out["finite_width" if not out else f"finite_width_{net}"] = ds
     return out
@@ -187,8 +239,9 @@ def sweep_dataset(points, loaded: dict) -> xr.Dataset:
     nets = list(dict.fromkeys(c["network"] for c in coords))
 
     def varies(k, within_net: bool) -> bool:
-        groups = ([[c for c in coords if c["network"] == n] for n in nets] if within_net
-                  else [coords])
+        groups = (
+            [[c for c in coords if c["network"] == n] for n in nets] if within_net else [coords]
+        )
         return any(len({json.dumps(c[k]) for c in g}) > 1 for g in groups)
 
     dims = [k for k in keys if varies(k, True)]
@@ -201,16 +254,19 @@ def sweep_dataset(points, loaded: dict) -> xr.Dataset:
         parts.append(comp.drop_attrs() if hasattr(comp, "drop_attrs") else comp)
     ds = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop")
     first = {c["network"]: c for c in reversed(coords)}
-    ds = ds.assign_coords({k: ("network", [first[n][k] for n in ds["network"].values])
-                           for k in per_net})
+    ds = ds.assign_coords(
+        {k: ("network", [first[n][k] for n in ds["network"].values]) for k in per_net}
+    )
     ds = ds.assign_coords({k: coords[0][k] for k in scalar})
     for v in STRING_VARS:
         if v in ds:
             ds[v] = ds[v].fillna("").astype(str)  # "" where a combination was not run
-    ds.attrs = {"description": "bayesnet sweep: sample estimates with MCSE, theory, z-scores and "
-                "relative errors of every finished point; NaN where a combination was not run",
-                "z_definition": "(theory - sample) / MCSE",
-                "relerr_definition": "||theory - sample|| / ||sample|| over points"}
+    ds.attrs = {
+        "description": "bayesnet sweep: sample estimates with MCSE, theory, z-scores and "
+        "relative errors of every finished point; NaN where a combination was not run",
+        "z_definition": "(theory - sample) / MCSE",
+        "relerr_definition": "||theory - sample|| / ||sample|| over points",
+    }
     return netcdf_safe(describe(ds))  # long_name/units (bayesnet/vocabulary.py)
 
 
@@ -230,12 +286,13 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
     """Write DIR/sweep.nc and DIR/results.nc from the finished points; returns both trees."""
     loaded = load_points(grid, store, log)
     if not loaded:
-        raise gridlib.ConfigError(f"no finished points in {store.points}: run `bayesnet run` "
-                                  f"first")
+        raise gridlib.ConfigError(f"no finished points in {store.points}: run `bayesnet run` first")
     sweep = sweep_dataset(grid.points, loaded)
     write_atomic(store.root / "sweep.nc", lambda tmp: sweep.to_netcdf(tmp, engine="h5netcdf"))
-    series = {name: [p for p in pts if p.key in loaded]
-              for name, pts in gridlib.series_of(grid.points).items()}
+    series = {
+        name: [p for p in pts if p.key in loaded]
+        for name, pts in gridlib.series_of(grid.points).items()
+    }
     series = {name: pts for name, pts in series.items() if pts}
     first = next(iter(series.values()))[0]
     groups = {"data": data_group(gridlib.make_data(dict(first.data)))}
@@ -245,12 +302,18 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
     tree = xr.DataTree.from_dict(groups)
     for name, pts in series.items():
         coords = {k: v for k, v in pts[0].series_coords().items() if k not in gridlib.SPEC_KEYS}
-        tree[name].attrs = {**spec_attrs(pts[0].spec),
-                            **netcdf_safe(xr.Dataset(attrs=coords)).attrs}
-    tree.attrs = {"config": json.dumps(grid.config), "networks": json.dumps(list(series)),
-                  "versions": json.dumps(versions()),
-                  "points_total": len(grid.points), "points_collected": len(loaded),
-                  **{f"timing_{k}": float(v) for k, v in (timing or {}).items()}}
+        tree[name].attrs = {
+            **spec_attrs(pts[0].spec),
+            **netcdf_safe(xr.Dataset(attrs=coords)).attrs,
+        }
+    tree.attrs = {
+        "config": json.dumps(grid.config),
+        "networks": json.dumps(list(series)),
+        "versions": json.dumps(versions()),
+        "points_total": len(grid.points),
+        "points_collected": len(loaded),
+        **{f"timing_{k}": float(v) for k, v in (timing or {}).items()},
+    }
     tree = describe(tree)  # every variable gets long_name/units (bayesnet/vocabulary.py)
     write_atomic(store.root / "results.nc", lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
     return sweep, tree

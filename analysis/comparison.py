@@ -6,6 +6,7 @@ projections y_hat^T K_post y_hat and tr K_post / P.  Their names, units and the 
 z, relative error, `flagged` and `best_method` live in bayesnet/vocabulary.py and are written into
 every result's attributes.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,20 @@ from bayesnet.vocabulary import DEFINITIONS, lookup, redescribe
 
 from . import diagnostics
 
-POINT_OBSERVABLES = ("f_train", "f_test", "discrepancy_train", "discrepancy_test", "var_train",
-                     "var_test")
-SCALAR_OBSERVABLES = ("signed_discrepancy_train", "signed_discrepancy_test", "kernel_target",
-                      "kernel_trace")
+POINT_OBSERVABLES = (
+    "f_train",
+    "f_test",
+    "discrepancy_train",
+    "discrepancy_test",
+    "var_train",
+    "var_test",
+)
+SCALAR_OBSERVABLES = (
+    "signed_discrepancy_train",
+    "signed_discrepancy_test",
+    "kernel_target",
+    "kernel_trace",
+)
 OBSERVABLES = POINT_OBSERVABLES + SCALAR_OBSERVABLES
 REFERENCE = "exact"  # ground truth for linear networks: never the "best" approximation
 NONE_WITHIN = "none within MC error"
@@ -84,17 +95,26 @@ def sweep_diagnostics(trees: Sequence[xr.DataTree]) -> xr.Dataset:
         d = diagnostics.diagnose(t)
         parts.append(d.assign_coords(chi=float(json.loads(t.attrs["spec"])["chi"])))
     parts.sort(key=lambda d: float(d["chi"]))
-    return redescribe(xr.concat(parts, dim="chi", coords="minimal", compat="override",
-                                join="outer"))
+    return redescribe(
+        xr.concat(parts, dim="chi", coords="minimal", compat="override", join="outer")
+    )
 
 
 def theory_table(prediction) -> xr.Dataset:
     """Theory predictions as one Dataset over (theory, chi, ...), observables named as samples."""
     if not isinstance(prediction, xr.Dataset):
-        parts = [p.expand_dims(theory=[m]) if "theory" not in p.dims else p
-                 for m, p in prediction.items()]
-        prediction = xr.concat(parts, dim="theory", coords="minimal", compat="override",
-                               join="outer", combine_attrs="drop_conflicts")
+        parts = [
+            p.expand_dims(theory=[m]) if "theory" not in p.dims else p
+            for m, p in prediction.items()
+        ]
+        prediction = xr.concat(
+            parts,
+            dim="theory",
+            coords="minimal",
+            compat="override",
+            join="outer",
+            combine_attrs="drop_conflicts",
+        )
     elif "theory" not in prediction.dims:
         prediction = prediction.expand_dims(theory=[prediction.attrs.get("method", "theory")])
     th = prediction.copy()
@@ -202,12 +222,10 @@ def against_reference(prediction, reference: str = "exact") -> xr.Dataset:
     out = redescribe(out.drop_sel({"theory": reference}))
     for key in ("f_train", "f_test", "var_train", "kernel_target"):
         out[f"{key}_relerr"].attrs.update(
-            long_name=f"relative error against {reference} of the {_long_name(key)}", units="1")
+            long_name=f"relative error against {reference} of the {_long_name(key)}", units="1"
+        )
     out.attrs["reference"] = reference
     return out
-
-
-
 
 
 def _long_name(key: str) -> str:

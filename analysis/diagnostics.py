@@ -4,6 +4,7 @@ Every number comes from arviz-stats on permutation-invariant observables (output
 and the sign-corrected discrepancies), never from raw weights.  A run gets the verdict `ok`, or
 `warn` with the reasons.
 """
+
 from __future__ import annotations
 
 import arviz_stats as azs
@@ -36,14 +37,22 @@ def signed_discrepancy(f: xr.DataArray, y: xr.DataArray, dim: str) -> xr.DataArr
 
 def _stack(parts: dict) -> xr.Dataset:
     """Concatenate per-diagnostic Datasets along a `diagnostic` dimension."""
-    return xr.concat(list(parts.values()), dim=xr.Variable("diagnostic", list(parts)),
-                     coords="minimal", compat="override")
+    return xr.concat(
+        list(parts.values()),
+        dim=xr.Variable("diagnostic", list(parts)),
+        coords="minimal",
+        compat="override",
+    )
 
 
 def observable_diagnostics(ds: xr.Dataset) -> xr.Dataset:
     """R-hat (rank), bulk and tail ESS and MCSE of the mean for every observable."""
-    parts = {"rhat": azs.rhat(ds, method="rank"), "ess_bulk": azs.ess(ds, method="bulk"),
-             "ess_tail": azs.ess(ds, method="tail"), "mcse_mean": azs.mcse(ds, method="mean")}
+    parts = {
+        "rhat": azs.rhat(ds, method="rank"),
+        "ess_bulk": azs.ess(ds, method="bulk"),
+        "ess_tail": azs.ess(ds, method="tail"),
+        "mcse_mean": azs.mcse(ds, method="mean"),
+    }
     return _stack(parts)
 
 
@@ -56,13 +65,14 @@ def sampler_diagnostics(tree: xr.DataTree) -> xr.Dataset:
     max_depth = int(tree.attrs.get("max_tree_depth", DEFAULT_MAX_TREE_DEPTH))
     # NUTS reports tree depth and energy; ChEES-HMC divergences only (fixed-length trajectories)
     bfmi = azs.bfmi(stats[["energy"]])["energy"] if "energy" in stats else nan_chain
-    saturation = ((stats["tree_depth"] >= max_depth).mean() if "tree_depth" in stats
-                  else np.nan)
-    return xr.Dataset({
-        "n_divergent": stats["diverging"].astype(int).sum(),
-        "treedepth_saturation": saturation,
-        "bfmi": bfmi,
-    }).drop_vars("chain", errors="ignore")
+    saturation = (stats["tree_depth"] >= max_depth).mean() if "tree_depth" in stats else np.nan
+    return xr.Dataset(
+        {
+            "n_divergent": stats["diverging"].astype(int).sum(),
+            "treedepth_saturation": saturation,
+            "bfmi": bfmi,
+        }
+    ).drop_vars("chain", errors="ignore")
 
 
 def verdict_reasons(diag: xr.Dataset) -> list[str]:
@@ -96,10 +106,12 @@ def diagnose(tree: xr.DataTree) -> xr.Dataset:
     diag = xr.merge([obs, sampler_diagnostics(tree)], compat="override", join="outer")
     reasons = verdict_reasons(diag)
     diag["max_rhat"] = max(float(np.nanmax(obs[v].sel(diagnostic="rhat"))) for v in obs.data_vars)
-    diag["min_ess_bulk"] = min(float(np.nanmin(obs[v].sel(diagnostic="ess_bulk")))
-                               for v in obs.data_vars)
-    diag["min_ess_tail"] = min(float(np.nanmin(obs[v].sel(diagnostic="ess_tail")))
-                               for v in obs.data_vars)
+    diag["min_ess_bulk"] = min(
+        float(np.nanmin(obs[v].sel(diagnostic="ess_bulk"))) for v in obs.data_vars
+    )
+    diag["min_ess_tail"] = min(
+        float(np.nanmin(obs[v].sel(diagnostic="ess_tail"))) for v in obs.data_vars
+    )
     diag["verdict"] = "warn" if reasons else "ok"
     diag["reasons"] = "; ".join(reasons)
     diag.attrs = {k: _plain(tree.attrs[k]) for k in ("spec", "method", "seed") if k in tree.attrs}
@@ -132,8 +144,10 @@ def summary_line(diag: xr.Dataset) -> str:
     """One line: verdict, worst R-hat, smallest ESS, divergences, E-BFMI."""
     bfmi = diag["bfmi"].values
     bfmi_s = f"{np.nanmin(bfmi):.2f}" if np.any(np.isfinite(bfmi)) else "n/a"
-    text = (f"{diag['verdict'].item()}: R-hat {float(diag['max_rhat']):.3f}, "
-            f"ESS bulk {float(diag['min_ess_bulk']):.0f} tail {float(diag['min_ess_tail']):.0f}, "
-            f"{int(diag['n_divergent'])} divergences, E-BFMI {bfmi_s}")
+    text = (
+        f"{diag['verdict'].item()}: R-hat {float(diag['max_rhat']):.3f}, "
+        f"ESS bulk {float(diag['min_ess_bulk']):.0f} tail {float(diag['min_ess_tail']):.0f}, "
+        f"{int(diag['n_divergent'])} divergences, E-BFMI {bfmi_s}"
+    )
     reasons = diag["reasons"].item()
     return f"{text} ({reasons})" if reasons else text

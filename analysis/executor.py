@@ -8,6 +8,7 @@ A failed point is recorded and the others go on; a worker that dies loses only i
 point, which Dask reschedules.  Ctrl-C cancels what runs, keeps what is saved, raises
 Interrupted.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,14 +57,22 @@ class _Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc="points", unit="pt",
-                            dynamic_ncols=True, position=0, file=sys.stderr)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc="points",
+                unit="pt",
+                dynamic_ncols=True,
+                position=0,
+                file=sys.stderr,
+            )
             self.log = lambda msg: tqdm.write(msg, file=sys.stderr)
 
     def update(self, n: int, done: int, failed: int, running: int) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(f"done {done}, failed {failed}, running {running}",
-                                     refresh=n == 0)  # update(n > 0) refreshes anyway
+            self.bar.set_postfix_str(
+                f"done {done}, failed {failed}, running {running}", refresh=n == 0
+            )  # update(n > 0) refreshes anyway
             self.bar.update(n)
 
     def close(self) -> None:
@@ -88,8 +97,10 @@ def plan_states(grid, store: Store, retry_failed: bool, log=_log) -> tuple[dict,
             entries[p.key] = entry(p, "done", seconds=prev.get("seconds"))
             continue
         if prev.get("state") == "failed" and not retry_failed and not prev.get("file_error"):
-            entries[p.key] = {**entry(p, "failed", prev.get("error", "")),
-                              "updated": prev.get("updated")}
+            entries[p.key] = {
+                **entry(p, "failed", prev.get("error", "")),
+                "updated": prev.get("updated"),
+            }
             continue
         if store.point_path(p.key).exists():
             log(f"{problem}: recomputing it")
@@ -98,9 +109,17 @@ def plan_states(grid, store: Store, retry_failed: bool, log=_log) -> tuple[dict,
     return entries, todo
 
 
-def run(grid, store: Store, workers: int | None = None, scheduler: str | None = None,
-        scheduler_file: str | None = None, progress: bool = True, retry_failed: bool = False,
-        cache_dir: str = "", log=_log) -> Outcome:
+def run(
+    grid,
+    store: Store,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    progress: bool = True,
+    retry_failed: bool = False,
+    cache_dir: str = "",
+    log=_log,
+) -> Outcome:
     """Compute every point of `grid` that is not done; the manifest follows every change."""
     t0 = time.perf_counter()
     entries, todo = plan_states(grid, store, retry_failed, log)
@@ -125,13 +144,20 @@ def run(grid, store: Store, workers: int | None = None, scheduler: str | None = 
         store.write_manifest(entries)
         state.progress.close()
         done = sum(e["state"] == "done" for e in entries.values())
-        raise Interrupted(f"interrupted: {done} of {n} points are saved in {store.points}; "
-                          f"run the same command again to resume") from None
+        raise Interrupted(
+            f"interrupted: {done} of {n} points are saved in {store.points}; "
+            f"run the same command again to resume"
+        ) from None
     state.progress.close()
     store.write_manifest(entries)
     counts = {s: sum(e["state"] == s for e in entries.values()) for s in ("done", "failed")}
-    return Outcome(total=n, done=counts["done"], failed=counts["failed"], computed=state.computed,
-                   seconds=time.perf_counter() - t0)
+    return Outcome(
+        total=n,
+        done=counts["done"],
+        failed=counts["failed"],
+        computed=state.computed,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 class _State:
@@ -158,8 +184,12 @@ class _State:
     def finish(self, p, result: dict) -> None:
         """Record one finished or failed point."""
         e = self.entries[p.key]
-        e.update(state=result["state"], error=result.get("error", ""),
-                 seconds=result.get("seconds"), updated=entry(p, "done")["updated"])
+        e.update(
+            state=result["state"],
+            error=result.get("error", ""),
+            seconds=result.get("seconds"),
+            updated=entry(p, "done")["updated"],
+        )
         self.computed += result["state"] == "done"
         self.store.marker_path(p.key).unlink(missing_ok=True)
         self.store.write_manifest(self.entries)
@@ -167,8 +197,9 @@ class _State:
         if result["state"] == "done":
             self.progress.log(f"done {tag} in {result['seconds']:.1f}s: {result['summary']}")
         else:
-            self.progress.log(f"FAILED {tag}: {result['error']} "
-                              f"(traceback in {self.store.log_path(p.key)})")
+            self.progress.log(
+                f"FAILED {tag}: {result['error']} (traceback in {self.store.log_path(p.key)})"
+            )
         self.progress.update(1, *self.counts())
 
 
@@ -179,8 +210,9 @@ def _run_here(todo, store: Store, state: _State, progress: bool) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="sampling interrupted")
-                result = pointlib.run_point(p, store.root, progress=progress,
-                                            desc=f"{p.network} chi={p.chi:.3g}")
+                result = pointlib.run_point(
+                    p, store.root, progress=progress, desc=f"{p.network} chi={p.chi:.3g}"
+                )
         except KeyboardInterrupt:
             raise
         except Exception as err:  # noqa: BLE001 - one failed point never stops the others
@@ -203,23 +235,30 @@ def _client(workers, scheduler, scheduler_file, cache_dir):
 
     if scheduler or scheduler_file:
         try:
-            client = (Client(scheduler_file=scheduler_file, timeout=30) if scheduler_file
-                      else Client(scheduler, timeout=30))
+            client = (
+                Client(scheduler_file=scheduler_file, timeout=30)
+                if scheduler_file
+                else Client(scheduler, timeout=30)
+            )
         except (OSError, ValueError) as err:
             from .grid import ConfigError
 
             where = scheduler_file or scheduler
-            raise ConfigError(f"cannot reach the Dask scheduler {where}: {one_line(err)}") \
-                from None
+            raise ConfigError(f"cannot reach the Dask scheduler {where}: {one_line(err)}") from None
         return client, None
     # Ctrl-C in a terminal reaches the whole process group: the workers ignore it (an ignored
     # SIGINT is inherited by the processes they are spawned as, and Python keeps it ignored)
     # and the driver alone cancels, records and closes.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.CRITICAL,
-                               env=worker_env(cache_dir))
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.CRITICAL,
+            env=worker_env(cache_dir),
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
     client = Client(cluster)
@@ -237,8 +276,9 @@ class _IgnoreSigint(WorkerPlugin):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_dask(todo, store: Store, state: _State, workers, scheduler, scheduler_file,
-              cache_dir: str) -> None:
+def _run_dask(
+    todo, store: Store, state: _State, workers, scheduler, scheduler_file, cache_dir: str
+) -> None:
     """Every point as one Dask task; results are recorded as they come in."""
     from distributed import as_completed
 
@@ -252,8 +292,10 @@ def _run_dask(todo, store: Store, state: _State, workers, scheduler, scheduler_f
     tag = uuid.uuid4().hex[:8]
     futures: dict = {}
     try:
-        futures = {client.submit(pointlib.task, p, root, cache_dir,
-                                 key=f"point-{p.key}-{tag}"): p for p in todo}
+        futures = {
+            client.submit(pointlib.task, p, root, cache_dir, key=f"point-{p.key}-{tag}"): p
+            for p in todo
+        }
         running: set = set()
         ac = as_completed(futures)
         while not ac.is_empty():
@@ -265,9 +307,12 @@ def _run_dask(todo, store: Store, state: _State, workers, scheduler, scheduler_f
                     result = fut.result()
                 else:
                     err = fut.exception() if fut.status == "error" else None
-                    result = {"key": p.key, "state": "failed",
-                              "error": f"task {fut.status}: " + (
-                                  f"{type(err).__name__}: {one_line(err)}" if err else "")}
+                    result = {
+                        "key": p.key,
+                        "state": "failed",
+                        "error": f"task {fut.status}: "
+                        + (f"{type(err).__name__}: {one_line(err)}" if err else ""),
+                    }
                 state.finish(p, result)
             if not batch:
                 now = {f.stem for f in store.points.glob("*.running")}

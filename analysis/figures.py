@@ -12,6 +12,7 @@ diagnostics verdict is `warn` are drawn hollow and red-edged and named in the le
 Trace and rank plots use matplotlib: arviz-plots 0.8 (the last release for Python 3.11) fails to
 import with matplotlib 3.11, and arviz-plots 1.x needs Python >= 3.12.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,12 +60,31 @@ def _samples(ax, chi, value, err, warn, label="samples (± MCSE)"):
     """Sample points with MCSE error bars; warn runs hollow with red edges."""
     ok = ~warn
     if np.any(ok):
-        ax.errorbar(chi[ok], value[ok], yerr=err[ok], fmt="o", color="tab:red", ms=5,
-                    capsize=3, label=label, zorder=3)
+        ax.errorbar(
+            chi[ok],
+            value[ok],
+            yerr=err[ok],
+            fmt="o",
+            color="tab:red",
+            ms=5,
+            capsize=3,
+            label=label,
+            zorder=3,
+        )
     if np.any(warn):
-        ax.errorbar(chi[warn], value[warn], yerr=err[warn], fmt="o", mfc="white",
-                    mec="tab:red", ecolor="tab:red", ms=6, capsize=3, zorder=3,
-                    label=f"{label}, diagnostics warn")
+        ax.errorbar(
+            chi[warn],
+            value[warn],
+            yerr=err[warn],
+            fmt="o",
+            mfc="white",
+            mec="tab:red",
+            ecolor="tab:red",
+            ms=6,
+            capsize=3,
+            zorder=3,
+            label=f"{label}, diagnostics warn",
+        )
 
 
 def _log_chi_axis(ax, width=None):
@@ -74,8 +94,14 @@ def _log_chi_axis(ax, width=None):
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(r"$\chi$  (readout prior $g_w/(\chi N)$; 1 standard, N mean field)")
     if width is not None:
-        ax.axvline(float(width), color="0.6", lw=0.8, ls="-.", zorder=0,
-                   label=rf"$\chi = N = {int(width)}$ (mean field)")
+        ax.axvline(
+            float(width),
+            color="0.6",
+            lw=0.8,
+            ls="-.",
+            zorder=0,
+            label=rf"$\chi = N = {int(width)}$ (mean field)",
+        )
 
 
 def dense_theory(node) -> xr.Dataset | None:
@@ -104,8 +130,9 @@ def _theory_source(comp: xr.Dataset, theory: xr.Dataset | None) -> xr.Dataset:
     return xr.Dataset({k[: -len("_theory")]: comp[k] for k in keys})
 
 
-def discrepancy_figure(comp: xr.Dataset, title: str, theory: xr.Dataset | None = None,
-                       width: int | None = None) -> Figure:
+def discrepancy_figure(
+    comp: xr.Dataset, title: str, theory: xr.Dataset | None = None, width: int | None = None
+) -> Figure:
     """Training and test discrepancy Delta against chi: samples with MCSE, one curve per theory.
 
     theory: a theory table over (theory, chi) on a dense chi grid (default: the comparison's
@@ -124,8 +151,11 @@ def discrepancy_figure(comp: xr.Dataset, title: str, theory: xr.Dataset | None =
         ax.set_ylabel(rf"${sym}$ ({side} points)")
         ax.set_title(f"{side} discrepancy")
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{title}: which theory follows the samples?   {DELTA_TEX} "
-                 r"($\Delta_*$: same on test points)", fontsize=10)
+    fig.suptitle(
+        f"{title}: which theory follows the samples?   {DELTA_TEX} "
+        r"($\Delta_*$: same on test points)",
+        fontsize=10,
+    )
     return fig
 
 
@@ -141,19 +171,27 @@ def residual_figure(comp: xr.Dataset, title: str, key: str = "f_train") -> Figur
     zmax = float(np.nanmax(np.abs(z.values))) if np.any(np.isfinite(z.values)) else Z_BAND
     for ax, m in zip(axes.flat, methods):
         zm = z.sel({"theory": m}).values  # (chi, P)
-        ax.axhspan(-Z_BAND, Z_BAND, color="tab:green", alpha=0.15, lw=0,
-                   label=rf"$|z| \leq {Z_BAND:g}$")
+        ax.axhspan(
+            -Z_BAND, Z_BAND, color="tab:green", alpha=0.15, lw=0, label=rf"$|z| \leq {Z_BAND:g}$"
+        )
         ax.axhline(0.0, color="0.4", lw=0.6)
         spread = np.linspace(-0.06, 0.06, zm.shape[1]) if zm.ndim > 1 else np.zeros(1)
         for j, c in enumerate(chi):
             ok = not warn[j]
-            ax.plot(c * np.exp(spread), np.atleast_1d(zm[j]), "o", ms=2.5, alpha=0.7,
-                    color=THEORY_STYLE.get(m, (m, "tab:blue"))[1] if ok else "tab:red",
-                    mfc=None if ok else "white")
+            ax.plot(
+                c * np.exp(spread),
+                np.atleast_1d(zm[j]),
+                "o",
+                ms=2.5,
+                alpha=0.7,
+                color=THEORY_STYLE.get(m, (m, "tab:blue"))[1] if ok else "tab:red",
+                mfc=None if ok else "white",
+            )
         worst = float(np.nanmax(np.abs(zm)))
         bad = worst > cmp.Z_FLAG
-        ax.set_title(f"{_label(m)}: max |z| = {worst:.1f}", fontsize=9,
-                     color="tab:red" if bad else "black")
+        ax.set_title(
+            f"{_label(m)}: max |z| = {worst:.1f}", fontsize=9, color="tab:red" if bad else "black"
+        )
         ax.set_yscale("symlog", linthresh=Z_BAND, linscale=1.5)
         top = max(zmax, 5.0) * 1.3
         ax.set_ylim(-top, top)
@@ -167,24 +205,34 @@ def residual_figure(comp: xr.Dataset, title: str, key: str = "f_train") -> Figur
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(r"$\chi$")
-    for ax in axes.flat[len(methods):]:
+    for ax in axes.flat[len(methods) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("z = (theory − sample) / MCSE")
     axes.flat[0].legend(fontsize=7, loc="lower left")
     side = key.split("_")[-1]
     tag = "; hollow red: diagnostics warn" if np.any(warn) else ""
-    fig.suptitle(f"{title}: residuals of the mean output, one dot per {side} point and χ "
-                 f"(symlog axis, linear inside ±{Z_BAND:g}{tag})", fontsize=10)
+    fig.suptitle(
+        f"{title}: residuals of the mean output, one dot per {side} point and χ "
+        f"(symlog axis, linear inside ±{Z_BAND:g}{tag})",
+        fontsize=10,
+    )
     return fig
 
 
-KERNEL_LABELS = {"kernel_target": r"kernel_target  $\hat y^\top K_{post}\,\hat y$",
-                 "kernel_trace": r"kernel_trace  $\mathrm{tr}\,K_{post}/P$"}
+KERNEL_LABELS = {
+    "kernel_target": r"kernel_target  $\hat y^\top K_{post}\,\hat y$",
+    "kernel_trace": r"kernel_trace  $\mathrm{tr}\,K_{post}/P$",
+}
 
 
-def kernel_figure(comp: xr.Dataset, prior: xr.Dataset, title: str,
-                  theory: xr.Dataset | None = None, width: int | None = None) -> Figure:
+def kernel_figure(
+    comp: xr.Dataset,
+    prior: xr.Dataset,
+    title: str,
+    theory: xr.Dataset | None = None,
+    width: int | None = None,
+) -> Figure:
     """Directional (target) against isotropic (trace) adaptation of the hidden kernel over chi.
 
     Both panels show the absolute posterior values under the report table's names
@@ -197,8 +245,13 @@ def kernel_figure(comp: xr.Dataset, prior: xr.Dataset, title: str,
     methods = [m for m in theory_order(src["theory"].values) if m != "nngp"]
     for ax, key in zip(axes, KERNEL_LABELS):
         _theory_lines(ax, src, key, methods)
-        ax.axhline(float(prior[key]), color="tab:gray", lw=1.0, ls="--",
-                   label="prior kernel (NNGP: no adaptation)")
+        ax.axhline(
+            float(prior[key]),
+            color="tab:gray",
+            lw=1.0,
+            ls="--",
+            label="prior kernel (NNGP: no adaptation)",
+        )
         _samples(ax, chi, comp[key].values, comp[f"{key}_mcse"].values, warn)
         _log_chi_axis(ax, width)
         ax.set_ylabel(KERNEL_LABELS[key])
@@ -229,8 +282,9 @@ def rank_trace_figure(worst: xr.Dataset, title: str) -> Figure:
         axes[0].plot(x[c], lw=0.6, alpha=0.8, label=f"chain {c}")
         axes[1].hist(ranks[c], bins=bins, histtype="step", lw=1.2, label=f"chain {c}")
     sd = np.sqrt(S / nbins)  # Poisson spread of a uniform bin count
-    axes[1].axhspan(S / nbins - 2 * sd, S / nbins + 2 * sd, color="0.85", zorder=0,
-                    label="uniform ± 2 sd")
+    axes[1].axhspan(
+        S / nbins - 2 * sd, S / nbins + 2 * sd, color="0.85", zorder=0, label="uniform ± 2 sd"
+    )
     a = worst.attrs
     idx = json.loads(a.get("index", "{}")) if isinstance(a.get("index"), str) else {}
     name = _point_name(str(a.get("observable", "observable")), idx)
@@ -268,15 +322,30 @@ def finite_width_figure(results: xr.DataTree) -> Figure:
         e, s = err.sel(chi_rule=rule), noise.sel(chi_rule=rule)
         for m in theory_order(e["theory"].values):
             name, color, ls = THEORY_STYLE.get(m, (m, None, "-"))
-            ax.errorbar(N, e.sel(theory=m), yerr=s.sel(theory=m), color=color, ls=ls,
-                        marker="o", ms=4, capsize=2, label=name)
+            ax.errorbar(
+                N,
+                e.sel(theory=m),
+                yerr=s.sel(theory=m),
+                color=color,
+                ls=ls,
+                marker="o",
+                ms=4,
+                capsize=2,
+                label=name,
+            )
         floor = s.median("theory").values
         ax.plot(N, floor, color="0.5", lw=4, alpha=0.35, label="MC noise (median MCSE)")
         anchor = float(np.nanmax(e.isel(width=0).values))
         if np.isfinite(anchor) and anchor > 0:
             for p, ls in ((1, "--"), (2, ":")):
-                ax.plot(N, anchor * (N[0] / N) ** p, color="black", lw=0.9, ls=ls,
-                        label=rf"$\propto 1/N^{p}$" if p > 1 else r"$\propto 1/N$")
+                ax.plot(
+                    N,
+                    anchor * (N[0] / N) ** p,
+                    color="black",
+                    lw=0.9,
+                    ls=ls,
+                    label=rf"$\propto 1/N^{p}$" if p > 1 else r"$\propto 1/N$",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(N)
@@ -305,9 +374,11 @@ def network_figures(results: xr.DataTree, name: str, folder) -> list[pathlib.Pat
     width = int(width) if width is not None else None
     title = f"{name} network (N={width})" if width is not None else f"{name} network"
     theory = dense_theory(node)
-    figs = {"discrepancy": discrepancy_figure(comp, title, theory, width),
-            "residuals": residual_figure(comp, title),
-            "kernel": kernel_figure(comp, node["prior"].to_dataset(), title, theory, width)}
+    figs = {
+        "discrepancy": discrepancy_figure(comp, title, theory, width),
+        "residuals": residual_figure(comp, title),
+        "kernel": kernel_figure(comp, node["prior"].to_dataset(), title, theory, width),
+    }
     if "worst" in node.children:
         figs["rank_trace"] = rank_trace_figure(node["worst"].to_dataset(), title)
     return [_save(fig, folder / f"{name}_{key}.png") for key, fig in figs.items()]
@@ -324,7 +395,8 @@ def results_figures(results: xr.DataTree, folder) -> list[pathlib.Path]:
         fig = finite_width_figure(results[g].to_dataset())
         net = results[g].attrs.get("network")
         if net:
-            fig.suptitle(f"{net} network: how fast does each theory's error shrink with N?",
-                         fontsize=10)
+            fig.suptitle(
+                f"{net} network: how fast does each theory's error shrink with N?", fontsize=10
+            )
         paths.append(_save(fig, folder / f"{g}.png"))
     return paths

@@ -7,6 +7,7 @@ product of those lists and the chi values, per network.  chi may be a number, a 
 width N ("N", "sqrt(N)", "N^0.5"), a list of those, or a log grid {min, max, num} whose max may
 be "N".  One point = one (spec with chi, data, sampler settings) combination.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,9 +27,17 @@ import numpy as np
 import bayesnet
 from bayesnet import datasets
 
-SAMPLER_KEYS = {"method": str, "chains": int, "warmup": int, "draws": int, "seed": int,
-                "chain_method": str, "target_accept": float, "max_tree_depth": int,
-                "algorithm": str}
+SAMPLER_KEYS = {
+    "method": str,
+    "chains": int,
+    "warmup": int,
+    "draws": int,
+    "seed": int,
+    "chain_method": str,
+    "target_accept": float,
+    "max_tree_depth": int,
+    "algorithm": str,
+}
 CHI_KEYS = {"min": float, "max": (float, str), "num": int, "values": list}
 THEORY_KEYS = {"methods": list, "dense": int}
 SPEC_KEYS = {"width": int, "activation": str, "g_v": float, "g_w": float, "kappa": float}
@@ -44,6 +53,7 @@ class ConfigError(ValueError):
 
 # ------------------------------------------------------------------ reading and checking
 
+
 def default_config() -> dict:
     """The embedded default experiment (analysis/default.toml)."""
     text = importlib.resources.files("analysis").joinpath("default.toml").read_text()
@@ -55,8 +65,9 @@ def _type_ok(value, kind) -> bool:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if isinstance(value, bool):
         return False
-    return any(isinstance(value, (int, float)) if k is float else isinstance(value, k)
-               for k in kinds)
+    return any(
+        isinstance(value, (int, float)) if k is float else isinstance(value, k) for k in kinds
+    )
 
 
 def _type_name(kind) -> str:
@@ -72,21 +83,25 @@ def _check_table(table, schema: dict, where: str, lists: bool = False) -> None:
         raise ConfigError(f"config: [{where}] must be a table")
     for key, value in table.items():
         if key not in schema:
-            raise ConfigError(f"config: unknown key '{where}.{key}' (allowed: "
-                              f"{', '.join(sorted(schema))})")
+            raise ConfigError(
+                f"config: unknown key '{where}.{key}' (allowed: {', '.join(sorted(schema))})"
+            )
         kind = schema[key]
         if lists and isinstance(value, list) and not _type_ok(value, kind):
             if not value:
                 raise ConfigError(f"config: '{where}.{key}' must not be an empty list")
             bad = [v for v in value if not _type_ok(v, kind)]
             if bad:
-                raise ConfigError(f"config: '{where}.{key}' entries must be of type "
-                                  f"{_type_name(kind)}, got {bad[0]!r}")
+                raise ConfigError(
+                    f"config: '{where}.{key}' entries must be of type "
+                    f"{_type_name(kind)}, got {bad[0]!r}"
+                )
             if len({json.dumps(v) for v in value}) != len(value):
                 raise ConfigError(f"config: '{where}.{key}' has repeated values {value!r}")
         elif not _type_ok(value, kind):
-            raise ConfigError(f"config: '{where}.{key}' must be of type {_type_name(kind)}, "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"config: '{where}.{key}' must be of type {_type_name(kind)}, got {value!r}"
+            )
 
 
 def _data_schema(table: dict) -> dict:
@@ -95,8 +110,10 @@ def _data_schema(table: dict) -> dict:
     if name == "file":
         return DATA_FILE_KEYS
     if name not in datasets.DATASETS:
-        raise ConfigError(f"config: 'data.name' must be one of "
-                          f"{sorted(datasets.DATASETS) + ['file']}, got {name!r}")
+        raise ConfigError(
+            f"config: 'data.name' must be one of "
+            f"{sorted(datasets.DATASETS) + ['file']}, got {name!r}"
+        )
     params = inspect.signature(datasets.DATASETS[name]).parameters.values()
     return {"name": str, **{p.name: type(p.default) for p in params}}
 
@@ -131,8 +148,11 @@ def validate(config: dict) -> None:
             if req not in net:
                 raise ConfigError(f"config: 'network[{i}].{req}' is missing")
     quick = config.get("quick", {})
-    _check_table(quick, {"sampler": dict, "chi": dict, "data": dict, "network": dict,
-                         "theory": dict}, "quick")
+    _check_table(
+        quick,
+        {"sampler": dict, "chi": dict, "data": dict, "network": dict, "theory": dict},
+        "quick",
+    )
     _check_table(quick.get("sampler", {}), SAMPLER_KEYS, "quick.sampler", lists=True)
     _check_table(quick.get("chi", {}), CHI_KEYS, "quick.chi")
     _check_table(quick.get("theory", {}), THEORY_KEYS, "quick.theory")
@@ -166,8 +186,10 @@ def load_config(path=None, quick: bool = False) -> dict:
         config.setdefault("data", {"name": "ising"})
         if "file" in config["data"]:  # relative to the config file
             files = config["data"]["file"]
-            resolved = [str((path.parent / f).resolve()) if isinstance(f, str) else f
-                        for f in (files if isinstance(files, list) else [files])]
+            resolved = [
+                str((path.parent / f).resolve()) if isinstance(f, str) else f
+                for f in (files if isinstance(files, list) else [files])
+            ]
             config["data"]["file"] = resolved if isinstance(files, list) else resolved[0]
         if quick and "quick" not in user:
             raise ConfigError(f"--quick: config file {path} has no [quick] table")
@@ -181,8 +203,11 @@ def apply_quick(config: dict) -> dict:
     out = _merge(config, {k: v for k, v in quick.items() if k != "network"})
     if "chi" in quick:  # a quick chi list replaces the grid; a quick log grid drops the list
         merged = _merge(config["chi"], quick["chi"])
-        out["chi"] = (dict(quick["chi"]) if "values" in quick["chi"]
-                      else {k: v for k, v in merged.items() if k != "values"})
+        out["chi"] = (
+            dict(quick["chi"])
+            if "values" in quick["chi"]
+            else {k: v for k, v in merged.items() if k != "values"}
+        )
     out["network"] = [{**net, **quick.get("network", {})} for net in out["network"]]
     out.pop("quick", None)
     return out
@@ -190,8 +215,10 @@ def apply_quick(config: dict) -> dict:
 
 # ------------------------------------------------------------------ chi rules
 
-_RULE = re.compile(r"^\s*(?:(?P<c>[0-9.eE+-]+)\s*\*\s*)?(?:N\s*(?:\^|\*\*)\s*(?P<p>[0-9.eE+-]+)"
-                   r"|sqrt\(\s*N\s*\)|N)\s*$")
+_RULE = re.compile(
+    r"^\s*(?:(?P<c>[0-9.eE+-]+)\s*\*\s*)?(?:N\s*(?:\^|\*\*)\s*(?P<p>[0-9.eE+-]+)"
+    r"|sqrt\(\s*N\s*\)|N)\s*$"
+)
 
 
 def chi_rule(rule, width: int, where: str = "chi") -> tuple[str, float]:
@@ -202,8 +229,10 @@ def chi_rule(rule, width: int, where: str = "chi") -> tuple[str, float]:
     elif isinstance(rule, str):
         m = _RULE.match(rule)
         if not m:
-            raise ConfigError(f"config: '{where}' entries must be numbers or rules like \"N\", "
-                              f"\"sqrt(N)\", \"N^0.5\", got {rule!r}")
+            raise ConfigError(
+                f"config: '{where}' entries must be numbers or rules like \"N\", "
+                f'"sqrt(N)", "N^0.5", got {rule!r}'
+            )
         c = float(m["c"]) if m["c"] else 1.0
         p = float(m["p"]) if m["p"] else (0.5 if "sqrt" in rule else 1.0)
         value = c * float(width) ** p
@@ -228,11 +257,14 @@ def chi_points(table, width: int, where: str = "chi") -> list[tuple[str, float]]
         return chi_points(table["values"], width, f"{where}.values")
     _check_table(table, CHI_KEYS, where)
     lo_rule, hi_rule, num = table.get("min", 1.0), table.get("max", "N"), table.get("num", 6)
-    (lo_label, lo), (hi_label, hi) = (chi_rule(lo_rule, width, f"{where}.min"),
-                                      chi_rule(hi_rule, width, f"{where}.max"))
+    (lo_label, lo), (hi_label, hi) = (
+        chi_rule(lo_rule, width, f"{where}.min"),
+        chi_rule(hi_rule, width, f"{where}.max"),
+    )
     if not hi >= lo:
-        raise ConfigError(f"config: chi range must satisfy 0 < {where}.min <= {where}.max, "
-                          f"got [{lo}, {hi}]")
+        raise ConfigError(
+            f"config: chi range must satisfy 0 < {where}.min <= {where}.max, got [{lo}, {hi}]"
+        )
     if num < 1:
         raise ConfigError(f"config: '{where}.num' must be >= 1, got {num}")
     if num == 1 or hi == lo:
@@ -253,6 +285,7 @@ def chi_points(table, width: int, where: str = "chi") -> list[tuple[str, float]]
 
 
 # ------------------------------------------------------------------ points
+
 
 def _axes(table: dict) -> list[dict]:
     """The Cartesian product of a table's list-valued entries, as a list of plain tables."""
@@ -303,8 +336,9 @@ def load_data_file(path) -> bayesnet.Dataset:
     except ConfigError:
         raise
     except (OSError, ValueError, EOFError) as err:
-        raise ConfigError(f"data file {path} is not a readable .npz: "
-                          f"{' '.join(str(err).split())}") from None
+        raise ConfigError(
+            f"data file {path} is not a readable .npz: {' '.join(str(err).split())}"
+        ) from None
     try:
         return bayesnet.from_arrays(**arrays, name=path.stem)
     except ValueError as err:
@@ -339,9 +373,16 @@ class Point:
     @property
     def key(self) -> str:
         """Content address: hash of spec, data, sampler settings, theories and version."""
-        text = json.dumps({"spec": self.spec.to_dict(), "data": dict(self.data),
-                           "sampler": dict(self.sampler), "theory": list(self.methods),
-                           "version": self.version}, sort_keys=True)
+        text = json.dumps(
+            {
+                "spec": self.spec.to_dict(),
+                "data": dict(self.data),
+                "sampler": dict(self.sampler),
+                "theory": list(self.methods),
+                "version": self.version,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     @property
@@ -350,8 +391,11 @@ class Point:
 
     def coords(self) -> dict:
         """Grid coordinates of the point (data seed is `seed`, sampler fields `sampler_*`)."""
-        out = {"network": self.network, **{k: getattr(self.spec, k) for k in SPEC_KEYS},
-               "chi": self.spec.chi}
+        out = {
+            "network": self.network,
+            **{k: getattr(self.spec, k) for k in SPEC_KEYS},
+            "chi": self.spec.chi,
+        }
         for k, v in self.data:
             if k != "sha256":
                 out[{"name": "data_name", "file": "data_file"}.get(k, k)] = v
@@ -388,8 +432,9 @@ def plan(config: dict) -> Grid:
     methods = config["theory"].get("methods", list(theory.METHODS))
     for m in methods:
         if m not in theory.METHODS:
-            raise ConfigError(f"config: 'theory.methods' entries must be in "
-                              f"{list(theory.METHODS)}, got {m!r}")
+            raise ConfigError(
+                f"config: 'theory.methods' entries must be in {list(theory.METHODS)}, got {m!r}"
+            )
     dense = config["theory"].get("dense", DEFAULT_DENSE)
     if dense < 0:
         raise ConfigError(f"config: 'theory.dense' must be >= 0, got {dense}")
@@ -403,9 +448,14 @@ def plan(config: dict) -> Grid:
     for i, net in enumerate(config["network"]):
         where = f"network[{i}]"
         sampler_table = {**config["sampler"], **net.get("sampler", {})}
-        samplers = [tuple(sorted(check_sampler(s, f"{where}.sampler" if "sampler" in net
-                                               else "sampler").items()))
-                    for s in _axes(sampler_table)]
+        samplers = [
+            tuple(
+                sorted(
+                    check_sampler(s, f"{where}.sampler" if "sampler" in net else "sampler").items()
+                )
+            )
+            for s in _axes(sampler_table)
+        ]
         for fields in _axes({k: v for k, v in net.items() if k in SPEC_KEYS}):
             try:
                 spec = bayesnet.NetworkSpec(**fields)
@@ -414,17 +464,22 @@ def plan(config: dict) -> Grid:
             lin = spec.activation == "linear"
             ms = tuple(m for m in methods if lin or m not in theory.LINEAR_ONLY)
             if not ms:
-                raise ConfigError(f"config: no theory in 'theory.methods' applies to {where} "
-                                  f"({spec.activation})")
+                raise ConfigError(
+                    f"config: no theory in 'theory.methods' applies to {where} ({spec.activation})"
+                )
             for s in samplers:
                 if dict(s)["method"] == "exact" and not lin:
-                    raise ConfigError(f"config: sampler.method 'exact' needs linear networks, "
-                                      f"{where} ({net['name']}) is {spec.activation}")
+                    raise ConfigError(
+                        f"config: sampler.method 'exact' needs linear networks, "
+                        f"{where} ({net['name']}) is {spec.activation}"
+                    )
             chi_where = f"{where}.chi" if "chi" in net else "chi"
             chis = chi_points(net.get("chi", config["chi"]), spec.width, chi_where)
             if len({c for _, c in chis}) != len(chis):
-                raise ConfigError(f"config: '{chi_where}' gives repeated chi values at width "
-                                  f"{spec.width}: {[c for _, c in chis]}")
+                raise ConfigError(
+                    f"config: '{chi_where}' gives repeated chi values at width "
+                    f"{spec.width}: {[c for _, c in chis]}"
+                )
             for data, s, (label, chi) in itertools.product(data_tables, samplers, chis):
                 points.append(Point(net["name"], spec.replace(chi=chi), label, data, s, ms))
     keys = [p.key for p in points]

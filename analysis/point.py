@@ -5,6 +5,7 @@ constant_data, so `bayesnet.load` and ArviZ read it as usual) plus the groups
 estimates (sample estimates with MCSE), diagnostics, theory (every theory at this chi) and
 comparison, each with a `chi` dimension of length 1 whose value comes from the grid.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,11 +103,14 @@ def compute(point, progress: bool = False, desc: str | None = None) -> xr.DataTr
     groups = {"/" + name: tree[name].to_dataset(inherit=False) for name in tree.children}
     groups.update({"/estimates": est, "/diagnostics": diag, "/theory": th, "/comparison": comp})
     out = xr.DataTree.from_dict({k: netcdf_safe(v) for k, v in groups.items()})
-    out.attrs = {**netcdf_safe(xr.Dataset(attrs=tree.attrs)).attrs,
-                 "point_key": point.key, "chi_rule": point.chi_rule,
-                 "point_coords": json.dumps(point.coords(), default=str),
-                 "theory_failed": json.dumps(failed),
-                 "point_seconds": time.perf_counter() - t0}
+    out.attrs = {
+        **netcdf_safe(xr.Dataset(attrs=tree.attrs)).attrs,
+        "point_key": point.key,
+        "chi_rule": point.chi_rule,
+        "point_coords": json.dumps(point.coords(), default=str),
+        "theory_failed": json.dumps(failed),
+        "point_seconds": time.perf_counter() - t0,
+    }
     return out
 
 
@@ -122,8 +126,12 @@ def run_point(point, root, progress: bool = False, desc: str | None = None) -> d
         from . import diagnostics
 
         diag = tree["diagnostics"].to_dataset().isel(chi=0)
-        return {"key": point.key, "state": "done", "seconds": time.perf_counter() - t0,
-                "summary": diagnostics.summary_line(diag)}
+        return {
+            "key": point.key,
+            "state": "done",
+            "seconds": time.perf_counter() - t0,
+            "summary": diagnostics.summary_line(diag),
+        }
     finally:
         marker.unlink(missing_ok=True)
 
@@ -147,5 +155,10 @@ def failure(point, root, err: BaseException) -> dict:
         log.write_text("".join(traceback.format_exception(err)))
     except OSError:
         pass
-    return {"key": point.key, "state": "failed", "error": f"{type(err).__name__}: "
-            f"{one_line(err)}" if not isinstance(err, ValueError) else one_line(err)}
+    return {
+        "key": point.key,
+        "state": "failed",
+        "error": f"{type(err).__name__}: {one_line(err)}"
+        if not isinstance(err, ValueError)
+        else one_line(err),
+    }

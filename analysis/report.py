@@ -3,6 +3,7 @@
 Every definition the report quotes (z, max |z|, relative error, flagged, best) is the one stored
 in the comparison's attributes (bayesnet/vocabulary.py), so the file and the report agree.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,22 +43,31 @@ def summary_rows(results: xr.DataTree) -> list[dict]:
         best = cmp.best_method(comp)  # recomputed: one definition, also for older files
         for j, chi in enumerate(comp["chi"].values):
             c = comp.isel(chi=j)
-            row = {"network": name, "chi": float(chi), "verdict": str(c["verdict"].item()),
-                   "reasons": str(c["reasons"].item()), "best": str(best.isel(chi=j).item()),
-                   "flagged": [m for m in _methods(comp)
-                               if int(c["flagged"].sel({"theory": m})) == 1]}
+            row = {
+                "network": name,
+                "chi": float(chi),
+                "verdict": str(c["verdict"].item()),
+                "reasons": str(c["reasons"].item()),
+                "best": str(best.isel(chi=j).item()),
+                "flagged": [m for m in _methods(comp) if int(c["flagged"].sel({"theory": m})) == 1],
+            }
             row["worst"] = {m: _worst_observable(c, m) for m in row["flagged"]}
             for m in _methods(comp):
-                row[m] = (float(c["relerr"].sel({"theory": m})),
-                          float(c["max_abs_z"].sel({"theory": m})))
+                row[m] = (
+                    float(c["relerr"].sel({"theory": m})),
+                    float(c["max_abs_z"].sel({"theory": m})),
+                )
             rows.append(row)
     return rows
 
 
 def _worst_observable(c: xr.Dataset, method: str) -> str:
     """The observable with the largest max |z| of one theory at one chi."""
-    z = {k: float(c[f"{k}_maxabsz"].sel({"theory": method})) for k in cmp.OBSERVABLES
-         if f"{k}_maxabsz" in c}
+    z = {
+        k: float(c[f"{k}_maxabsz"].sel({"theory": method}))
+        for k in cmp.OBSERVABLES
+        if f"{k}_maxabsz" in c
+    }
     z = {k: v for k, v in z.items() if np.isfinite(v)}
     return max(z, key=z.get) if z else "?"
 
@@ -67,8 +77,11 @@ def summary_table(results: xr.DataTree) -> str:
     rows = summary_rows(results)
     methods = [m for m in THEORY_ORDER if any(m in r for r in rows)]
     methods += sorted({m for r in rows for m in r.get("flagged", [])} - set(methods))
-    head = ["network", "chi", "diagnostics"] + [f"{m} relerr / max abs z" for m in methods] + [
-        f"flagged (max abs z > {cmp.Z_FLAG:g}): worst observable", "best (exact excluded)"]
+    head = (
+        ["network", "chi", "diagnostics"]
+        + [f"{m} relerr / max abs z" for m in methods]
+        + [f"flagged (max abs z > {cmp.Z_FLAG:g}): worst observable", "best (exact excluded)"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         verdict = "ok" if r["verdict"] == "ok" else f"**WARN** ({r['reasons']})"
@@ -91,15 +104,16 @@ def hierarchy_table(results: xr.DataTree, name: str) -> str:
         r = ref.isel(chi=j)
         cells = [f"{chi:.3g}"] + [
             f"{_fmt(float(r['f_train_relerr'].sel({'theory': m})))} / "
-            f"{_fmt(float(r['f_test_relerr'].sel({'theory': m})))}" for m in methods]
+            f"{_fmt(float(r['f_test_relerr'].sel({'theory': m})))}"
+            for m in methods
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def observable_table(comp: xr.Dataset) -> str:
     """Scalar observables per chi: sample +- MCSE and each theory's z-score."""
-    keys = ("signed_discrepancy_train", "signed_discrepancy_test", "kernel_target",
-            "kernel_trace")
+    keys = ("signed_discrepancy_train", "signed_discrepancy_test", "kernel_target", "kernel_trace")
     methods = _methods(comp)
     head = ["chi", "observable", "sample +- MCSE"] + [f"z {m}" for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -115,36 +129,64 @@ def observable_table(comp: xr.Dataset) -> str:
 
 def _diagnostics_table(diag: xr.Dataset) -> str:
     """Per chi: R-hat, ESS, divergences, tree-depth saturation, E-BFMI."""
-    head = ["chi", "verdict", "max R-hat", "min bulk ESS", "min tail ESS", "divergences",
-            "tree depth saturated", "min E-BFMI"]
+    head = [
+        "chi",
+        "verdict",
+        "max R-hat",
+        "min bulk ESS",
+        "min tail ESS",
+        "divergences",
+        "tree depth saturated",
+        "min E-BFMI",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for j, chi in enumerate(diag["chi"].values):
         d = diag.isel(chi=j)
         bfmi = d["bfmi"].values
-        cells = [f"{chi:.3g}", str(d["verdict"].item()), f"{float(d['max_rhat']):.3f}",
-                 f"{float(d['min_ess_bulk']):.0f}", f"{float(d['min_ess_tail']):.0f}",
-                 str(int(d["n_divergent"])), f"{float(d['treedepth_saturation']):.1%}",
-                 _fmt(float(np.nanmin(bfmi)) if np.any(np.isfinite(bfmi)) else np.nan, ".2f")]
+        cells = [
+            f"{chi:.3g}",
+            str(d["verdict"].item()),
+            f"{float(d['max_rhat']):.3f}",
+            f"{float(d['min_ess_bulk']):.0f}",
+            f"{float(d['min_ess_tail']):.0f}",
+            str(int(d["n_divergent"])),
+            f"{float(d['treedepth_saturation']):.1%}",
+            _fmt(float(np.nanmin(bfmi)) if np.any(np.isfinite(bfmi)) else np.nan, ".2f"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _network_section(results: xr.DataTree, name: str, figs: list[pathlib.Path],
-                     out: pathlib.Path) -> list[str]:
+def _network_section(
+    results: xr.DataTree, name: str, figs: list[pathlib.Path], out: pathlib.Path
+) -> list[str]:
     node = results[name]
     comp = node["comparison"].to_dataset()
     a = node.attrs
-    lines = [f"## Network `{name}`: {a.get('activation')} N={a.get('width')}, "
-             f"g_v={a.get('g_v')}, g_w={a.get('g_w')}, kappa={a.get('kappa')}", ""]
+    lines = [
+        f"## Network `{name}`: {a.get('activation')} N={a.get('width')}, "
+        f"g_v={a.get('g_v')}, g_w={a.get('g_w')}, kappa={a.get('kappa')}",
+        "",
+    ]
     lines += ["### Diagnostics", "", _diagnostics_table(node["diagnostics"].to_dataset()), ""]
-    lines += ["### Scalar observables (z = (theory - sample)/MCSE)", "",
-              "kernel_target and kernel_trace are absolute posterior values (the kernel figure "
-              "shows the same values, with the prior kernel's as a dashed line).", "",
-              observable_table(comp), ""]
+    lines += [
+        "### Scalar observables (z = (theory - sample)/MCSE)",
+        "",
+        "kernel_target and kernel_trace are absolute posterior values (the kernel figure "
+        "shows the same values, with the prior kernel's as a dashed line).",
+        "",
+        observable_table(comp),
+        "",
+    ]
     if "reference" in node.children:
-        lines += ["### Theory hierarchy against the exact linear-network posterior",
-                  "", "Relative error of the mean output (train / test), no sampling noise:", "",
-                  hierarchy_table(results, name), ""]
+        lines += [
+            "### Theory hierarchy against the exact linear-network posterior",
+            "",
+            "Relative error of the mean output (train / test), no sampling noise:",
+            "",
+            hierarchy_table(results, name),
+            "",
+        ]
     lines += ["### Figures", ""]
     lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figs]
     failed = json.loads(node["theory"].attrs.get("theory_failed", "[]"))
@@ -166,30 +208,41 @@ def _warn_note(rows: list[dict], cfg: dict) -> list[str]:
     """What the WARN rows mean, and whether they are expected (short smoke-test runs)."""
     n_warn = sum(r["verdict"] != "ok" for r in rows)
     if not n_warn:
-        return ["All runs pass the diagnostics (R-hat <= 1.01, bulk ESS >= 400, no divergences, "
-                "E-BFMI >= 0.2).", ""]
-    text = (f"{n_warn} of {len(rows)} runs are marked **WARN**: they miss a diagnostics threshold "
-            "(R-hat <= 1.01, bulk ESS >= 400, no divergences, E-BFMI >= 0.2); their z-scores are "
-            "less trustworthy, and they are drawn hollow in the figures.")
+        return [
+            "All runs pass the diagnostics (R-hat <= 1.01, bulk ESS >= 400, no divergences, "
+            "E-BFMI >= 0.2).",
+            "",
+        ]
+    text = (
+        f"{n_warn} of {len(rows)} runs are marked **WARN**: they miss a diagnostics threshold "
+        "(R-hat <= 1.01, bulk ESS >= 400, no divergences, E-BFMI >= 0.2); their z-scores are "
+        "less trustworthy, and they are drawn hollow in the figures."
+    )
     if _smoke_test(cfg):
-        text += (f"  **This is a smoke test** ({cfg['sampler'].get('chains')} chains x "
-                 f"{cfg['sampler'].get('draws')} draws, e.g. `bayesnet run --quick`): it checks "
-                 "that the pipeline works, and short chains are expected to warn.  Run without "
-                 "`--quick` for numbers to trust.")
+        text += (
+            f"  **This is a smoke test** ({cfg['sampler'].get('chains')} chains x "
+            f"{cfg['sampler'].get('draws')} draws, e.g. `bayesnet run --quick`): it checks "
+            "that the pipeline works, and short chains are expected to warn.  Run without "
+            "`--quick` for numbers to trust."
+        )
     return [text, ""]
 
 
 def _definitions() -> list[str]:
     """The definitions behind the summary table, from the vocabulary the results files carry."""
-    return ["How to read the summary:", "",
-            f"- z: {DEFINITIONS['z']}.",
-            f"- max abs z: {DEFINITIONS['max_abs_z']}.",
-            f"- relerr: {DEFINITIONS['relerr']}.",
-            f"- flagged: theories with max |z| > {cmp.Z_FLAG:g}, i.e. off by more than "
-            "Monte-Carlo error somewhere, each with the observable whose |z| is largest.",
-            f"- best: {DEFINITIONS['best']}.",
-            f"- Delta (discrepancy figures): {DEFINITIONS['signed_discrepancy']}.",
-            f"- kernel_target, kernel_trace: {DEFINITIONS['kernel_change']}.", ""]
+    return [
+        "How to read the summary:",
+        "",
+        f"- z: {DEFINITIONS['z']}.",
+        f"- max abs z: {DEFINITIONS['max_abs_z']}.",
+        f"- relerr: {DEFINITIONS['relerr']}.",
+        f"- flagged: theories with max |z| > {cmp.Z_FLAG:g}, i.e. off by more than "
+        "Monte-Carlo error somewhere, each with the observable whose |z| is largest.",
+        f"- best: {DEFINITIONS['best']}.",
+        f"- Delta (discrepancy figures): {DEFINITIONS['signed_discrepancy']}.",
+        f"- kernel_target, kernel_trace: {DEFINITIONS['kernel_change']}.",
+        "",
+    ]
 
 
 def finite_width_section(results: xr.DataTree, out: pathlib.Path) -> list[str]:
@@ -197,10 +250,14 @@ def finite_width_section(results: xr.DataTree, out: pathlib.Path) -> list[str]:
     paths = figures.results_figures(results, out / "figures")
     if not paths:
         return []
-    lines = ["## Finite width", "",
-             "Relative error of the mean train output against the samples, against the width "
-             "N (log-log; the reference slopes are 1/N and 1/N^2; the grey band is the "
-             "Monte-Carlo noise level below which no theory can be told from the samples).", ""]
+    lines = [
+        "## Finite width",
+        "",
+        "Relative error of the mean train output against the samples, against the width "
+        "N (log-log; the reference slopes are 1/N and 1/N^2; the grey band is the "
+        "Monte-Carlo noise level below which no theory can be told from the samples).",
+        "",
+    ]
     lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in paths]
     return lines + [""]
 
@@ -211,13 +268,19 @@ def write_report(results: xr.DataTree, out) -> pathlib.Path:
     cfg = json.loads(results.attrs["config"])
     data = results["data"].attrs
     rows = summary_rows(results)
-    lines = ["# bayesnet report", "",
-             f"Data: {data.get('data_name')} (P={data.get('n_train')}, P*={data.get('n_test')}, "
-             f"D={data.get('dim')}); sampler: {json.dumps(cfg['sampler'])}.", ""]
+    lines = [
+        "# bayesnet report",
+        "",
+        f"Data: {data.get('data_name')} (P={data.get('n_train')}, P*={data.get('n_test')}, "
+        f"D={data.get('dim')}); sampler: {json.dumps(cfg['sampler'])}.",
+        "",
+    ]
     if "timing_total_s" in results.attrs:
-        lines += [f"Wall time before collecting: {float(results.attrs['timing_total_s']):.1f} s "
-                  "(sampling and theory of every point; the run's log quotes the same number).",
-                  ""]
+        lines += [
+            f"Wall time before collecting: {float(results.attrs['timing_total_s']):.1f} s "
+            "(sampling and theory of every point; the run's log quotes the same number).",
+            "",
+        ]
     lines += ["## Summary", "", summary_table(results), ""]
     lines += _warn_note(rows, cfg) + _definitions()
     lines += finite_width_section(results, out)

@@ -9,6 +9,7 @@ DIR/.lock                 held (flock) by the run or collect that owns DIR
 
 Files are created with the process umask (readable by the group as usual), never 0600.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,8 +73,9 @@ class Store:
             probe.write_text("ok")
             probe.unlink()
         except OSError as err:
-            raise ConfigError(f"output folder {self.root} is not writable: "
-                              f"{err.strerror or err}") from None
+            raise ConfigError(
+                f"output folder {self.root} is not writable: {err.strerror or err}"
+            ) from None
         return self
 
     @contextlib.contextmanager
@@ -86,8 +88,10 @@ class Store:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                raise ConfigError(f"output folder {self.root} is in use by another bayesnet "
-                                  f"run ({holder}); lock file {path}") from None
+                raise ConfigError(
+                    f"output folder {self.root} is in use by another bayesnet "
+                    f"run ({holder}); lock file {path}"
+                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}".encode(), 0)
             yield self
@@ -115,13 +119,18 @@ class Store:
     def write_point(self, tree: xr.DataTree, key: str) -> pathlib.Path:
         """Save a finished point atomically, every numeric array with a Fletcher-32 checksum
         (so a flipped bit is an error on reading, not a silently wrong number)."""
-        encoding = {node.path: {name: {"fletcher32": True}
-                                for name, var in node.dataset.variables.items()
-                                if var.ndim >= 1 and var.dtype.kind in "biuf"}
-                    for node in tree.subtree}
-        return write_atomic(self.point_path(key),
-                            lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf",
-                                                       encoding=encoding))
+        encoding = {
+            node.path: {
+                name: {"fletcher32": True}
+                for name, var in node.dataset.variables.items()
+                if var.ndim >= 1 and var.dtype.kind in "biuf"
+            }
+            for node in tree.subtree
+        }
+        return write_atomic(
+            self.point_path(key),
+            lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf", encoding=encoding),
+        )
 
     def check_point(self, key: str) -> str | None:
         """None when DIR/points/<key>.nc opens as the point `key`, else what is wrong with it.
@@ -200,11 +209,19 @@ class Store:
         """Save every point's state atomically (only the process that owns the lock writes)."""
         counts = {s: sum(e["state"] == s for e in entries.values()) for s in STATES}
         doc = {"updated": _now(), "counts": counts, **(summary or {}), "points": entries}
-        write_atomic(self.manifest_path,
-                     lambda tmp: tmp.write_text(json.dumps(doc, indent=1, default=str)))
+        write_atomic(
+            self.manifest_path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1, default=str))
+        )
 
 
 def entry(point, state: str, error: str = "", **extra) -> dict:
     """A manifest entry of one point."""
-    return {"state": state, "error": error, "series_coords": point.series_coords(),
-            "chi": point.chi, "chi_rule": point.chi_rule, "updated": _now(), **extra}
+    return {
+        "state": state,
+        "error": error,
+        "series_coords": point.series_coords(),
+        "chi": point.chi,
+        "chi_rule": point.chi_rule,
+        "updated": _now(),
+        **extra,
+    }

@@ -3,6 +3,7 @@
 Exports are lazy (PEP 562), so `from bayesnet import NetworkSpec` loads neither NumPyro nor the
 samplers, and importing never changes JAX's precision (see `bayesnet.precision`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -16,12 +17,18 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 # public name -> module that defines it
 _EXPORTS = {
-    "ACTIVATIONS": "activations", "activation_fn": "activations",
-    "Dataset": "datasets", "from_arrays": "datasets", "ising": "datasets", "teacher": "datasets",
+    "ACTIVATIONS": "activations",
+    "activation_fn": "activations",
+    "Dataset": "datasets",
+    "from_arrays": "datasets",
+    "ising": "datasets",
+    "teacher": "datasets",
     "xor": "datasets",
     "NetworkSpec": "spec",
-    "float64": "precision", "enable_float64": "precision",
-    "load": "io", "save": "io",
+    "float64": "precision",
+    "enable_float64": "precision",
+    "load": "io",
+    "save": "io",
     "sample": "sampling",
     "draw_outputs": "scale_mixture",
 }

@@ -1,4 +1,5 @@
 """Elementwise activations phi of the hidden layer, by name, and which of them are odd."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

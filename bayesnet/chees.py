@@ -9,6 +9,7 @@ averages.  The metric is the identity: the models are non-centred (unit-normal p
 
 BlackJAX is imported only when the kernel is built, with a one-line error when it is missing.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,8 +54,9 @@ def _blackjax():
 
 
 @functools.cache
-def chees(model, warmup: int, target_accept: float = TARGET_ACCEPT,
-          max_leapfrog_steps: int = 1000) -> Kernel:
+def chees(
+    model, warmup: int, target_accept: float = TARGET_ACCEPT, max_leapfrog_steps: int = 1000
+) -> Kernel:
     """ChEES-HMC on the posterior of a NumPyro `model(data, theta)`, all chains in one batch."""
     from numpyro.infer.util import potential_energy
 
@@ -67,13 +69,14 @@ def chees(model, warmup: int, target_accept: float = TARGET_ACCEPT,
         return jnp.ceil(jitter(arg) * mean_steps).astype(jnp.int32)
 
     next_arg = lambda i: i + 1  # noqa: E731
-    step_fn = dynamic_hmc.build_kernel(next_random_arg_fn=next_arg,
-                                       integration_steps_fn=n_steps_fn)
+    step_fn = dynamic_hmc.build_kernel(next_random_arg_fn=next_arg, integration_steps_fn=n_steps_fn)
     base_params = inspect.signature(chees_adaptation.base).parameters
-    extra = {"max_leapfrog_steps": max_leapfrog_steps} if "max_leapfrog_steps" in base_params \
-        else {}
+    extra = (
+        {"max_leapfrog_steps": max_leapfrog_steps} if "max_leapfrog_steps" in base_params else {}
+    )
     adapt_init, adapt_update = chees_adaptation.base(
-        jitter, next_arg, optax.adam(LEARNING_RATE), target_accept, DECAY_RATE, **extra)
+        jitter, next_arg, optax.adam(LEARNING_RATE), target_accept, DECAY_RATE, **extra
+    )
     update_takes_metric = "inverse_mass_matrix" in inspect.signature(adapt_update).parameters
 
     def logdensity(d, t):
@@ -84,8 +87,15 @@ def chees(model, warmup: int, target_accept: float = TARGET_ACCEPT,
         hmc = jax.vmap(lambda z: dynamic_hmc.init(z, logdensity(d, t), jnp.int32(0)))(z0)
         dt = hmc.logdensity.dtype
         adapt = adapt_init(jnp.int32(0), jnp.asarray(INITIAL_STEP_SIZE, dt))
-        return ChEESState(hmc, adapt, keys[0], jnp.zeros(C, jnp.int32), jnp.zeros(C, dt),
-                          jnp.zeros(C, bool), jnp.zeros(C, dt))
+        return ChEESState(
+            hmc,
+            adapt,
+            keys[0],
+            jnp.zeros(C, jnp.int32),
+            jnp.zeros(C, dt),
+            jnp.zeros(C, bool),
+            jnp.zeros(C, dt),
+        )
 
     def step(state, d, t, warm):
         a = state.adapt
@@ -94,32 +104,51 @@ def chees(model, warmup: int, target_accept: float = TARGET_ACCEPT,
         imm = jnp.ones(dim, dt)
         # warmup: the current adapted values; sampling: their frozen moving averages
         log_eps = jnp.where(warm, jnp.log(a.step_size), a.log_step_size_moving_average)
-        log_len = jnp.where(warm, jnp.log(a.trajectory_length),
-                            a.log_trajectory_length_moving_average)
+        log_len = jnp.where(
+            warm, jnp.log(a.trajectory_length), a.log_trajectory_length_moving_average
+        )
         eps = jnp.exp(log_eps)
         mean_steps = jnp.clip(jnp.exp(log_len - log_eps), 1.0, max_leapfrog_steps)
         key, sub = jax.random.split(state.key)
         C = state.n_steps.shape[0]
-        new, info = jax.vmap(
-            lambda k, s: step_fn(k, s, logdensity(d, t), eps, imm, (mean_steps,)))(
-            jax.random.split(sub, C), state.hmc)
+        new, info = jax.vmap(lambda k, s: step_fn(k, s, logdensity(d, t), eps, imm, (mean_steps,)))(
+            jax.random.split(sub, C), state.hmc
+        )
         metric = (imm,) if update_takes_metric else ()
         flat = jax.vmap(lambda z: jax.flatten_util.ravel_pytree(z)[0])  # (C, dim): ChEES's layout
         adapt = jax.lax.cond(
             warm,
-            lambda a: adapt_update(a, flat(info.proposal.position), flat(info.proposal.momentum),
-                                   flat(state.hmc.position), info.acceptance_rate,
-                                   info.is_divergent, *metric),
-            lambda a: a, a)
+            lambda a: adapt_update(
+                a,
+                flat(info.proposal.position),
+                flat(info.proposal.momentum),
+                flat(state.hmc.position),
+                info.acceptance_rate,
+                info.is_divergent,
+                *metric,
+            ),
+            lambda a: a,
+            a,
+        )
         n = n_steps_fn(state.hmc.random_generator_arg[0], mean_steps)
-        return ChEESState(new, adapt, key, jnp.full(C, n, jnp.int32),
-                          info.acceptance_rate.astype(dt), info.is_divergent,
-                          jnp.full(C, eps, dt))
+        return ChEESState(
+            new,
+            adapt,
+            key,
+            jnp.full(C, n, jnp.int32),
+            info.acceptance_rate.astype(dt),
+            info.is_divergent,
+            jnp.full(C, eps, dt),
+        )
 
     def info(st):
-        return {"n_steps": st.n_steps, "acceptance_rate": st.acceptance_rate,
-                "diverging": st.diverging, "step_size": st.step_size,
-                "lp": st.hmc.logdensity}
+        return {
+            "n_steps": st.n_steps,
+            "acceptance_rate": st.acceptance_rate,
+            "diverging": st.diverging,
+            "step_size": st.step_size,
+            "lp": st.hmc.logdensity,
+        }
 
     return Kernel(init, step, lambda st: st.hmc.position, info)
 
@@ -127,5 +156,4 @@ def chees(model, warmup: int, target_accept: float = TARGET_ACCEPT,
 def mean_steps(state: ChEESState) -> float:
     """Mean leapfrog steps per transition after warmup (trajectory length / step size)."""
     a = state.adapt
-    return float(math.exp(a.log_trajectory_length_moving_average
-                          - a.log_step_size_moving_average))
+    return float(math.exp(a.log_trajectory_length_moving_average - a.log_step_size_moving_average))

@@ -2,6 +2,7 @@
 
 Every set is a `Dataset` of float64 numpy arrays X (P, D), y (P,), X_test (P*, D), y_test (P*,).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,14 +76,19 @@ class Dataset:
 
     def to_attrs(self) -> dict[str, Any]:
         """netCDF-safe description of the data set."""
-        out = {"data_name": self.name, "n_train": self.n_train, "n_test": self.n_test,
-               "dim": self.dim}
+        out = {
+            "data_name": self.name,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "dim": self.dim,
+        }
         out.update({f"data_{k}": v for k, v in self.params})
         return out
 
 
-def from_arrays(X: ArrayLike, y: ArrayLike, X_test: ArrayLike, y_test: ArrayLike,
-                name: str = "arrays") -> Dataset:
+def from_arrays(
+    X: ArrayLike, y: ArrayLike, X_test: ArrayLike, y_test: ArrayLike, name: str = "arrays"
+) -> Dataset:
     """Wrap the user's own arrays, validated (finite, 2-D X, matching lengths and dims)."""
     return Dataset(X, y, X_test, y_test, name=name)
 
@@ -94,8 +100,9 @@ def _count(name: str, n: Any, minimum: int = 1) -> int:
     return int(n)
 
 
-def ising(n_train: int = 64, n_test: int = 64, dim: int = 32, flip: float = 0.1,
-          seed: int = 0) -> Dataset:
+def ising(
+    n_train: int = 64, n_test: int = 64, dim: int = 32, flip: float = 0.1, seed: int = 0
+) -> Dataset:
     """Linearly separable Ising task: noisy copies of a domain-wall spin pattern or its negative.
 
     Prototype: +1 on the first half of the D spins, -1 on the second; label y = +1 for it and
@@ -115,12 +122,17 @@ def ising(n_train: int = 64, n_test: int = 64, dim: int = 32, flip: float = 0.1,
 
     X, y = draw(n_train)
     Xt, yt = draw(n_test)
-    return Dataset(X, y, Xt, yt, name="ising",
-                   params=(("flip", float(flip)), ("seed", int(seed))))
+    return Dataset(X, y, Xt, yt, name="ising", params=(("flip", float(flip)), ("seed", int(seed))))
 
 
-def teacher(n_train: int = 64, n_test: int = 64, dim: int = 32, activation: str = "linear",
-            noise: float = 0.0, seed: int = 0) -> Dataset:
+def teacher(
+    n_train: int = 64,
+    n_test: int = 64,
+    dim: int = 32,
+    activation: str = "linear",
+    noise: float = 0.0,
+    seed: int = 0,
+) -> Dataset:
     """Gaussian inputs x ~ N(0, I_D), labels y = phi(u.x/sqrt(D)) + noise*N(0,1), u ~ N(0, I_D)."""
     from .activations import ACTIVATIONS, check_activation
 
@@ -139,13 +151,24 @@ def teacher(n_train: int = 64, n_test: int = 64, dim: int = 32, activation: str 
 
     X, y = draw(n_train)
     Xt, yt = draw(n_test)
-    return Dataset(X, y, Xt, yt, name="teacher",
-                   params=(("activation", activation), ("noise", float(noise)),
-                           ("seed", int(seed))))
+    return Dataset(
+        X,
+        y,
+        Xt,
+        yt,
+        name="teacher",
+        params=(("activation", activation), ("noise", float(noise)), ("seed", int(seed))),
+    )
 
 
-def xor(n_train: int = 64, n_test: int = 64, dim: int = 16, separation: float = 2.0,
-        noise: float = 1.0, seed: int = 0) -> Dataset:
+def xor(
+    n_train: int = 64,
+    n_test: int = 64,
+    dim: int = 16,
+    separation: float = 2.0,
+    noise: float = 1.0,
+    seed: int = 0,
+) -> Dataset:
     """XOR Gaussian mixture: x = separation*(s1 e1 + s2 e2) + noise*N(0, I_D), y = s1*s2.
 
     Not linearly separable: a linear network cannot fit it beyond the noise, a non-linear one can.
@@ -166,9 +189,14 @@ def xor(n_train: int = 64, n_test: int = 64, dim: int = 16, separation: float = 
 
     X, y = draw(n_train)
     Xt, yt = draw(n_test)
-    return Dataset(X, y, Xt, yt, name="xor",
-                   params=(("separation", float(separation)), ("noise", float(noise)),
-                           ("seed", int(seed))))
+    return Dataset(
+        X,
+        y,
+        Xt,
+        yt,
+        name="xor",
+        params=(("separation", float(separation)), ("noise", float(noise)), ("seed", int(seed))),
+    )
 
 
 DATASETS = {"ising": ising, "teacher": teacher, "xor": xor}

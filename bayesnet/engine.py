@@ -10,6 +10,7 @@ scaling parameters are traced arguments: one compiled program serves a whole swe
 kappa, g_w, data of the same shapes).  Between chunks Python reports progress, and an interrupt
 keeps the finished draws.  Compilation and sampling are timed separately.
 """
+
 from __future__ import annotations
 
 import functools
@@ -66,13 +67,19 @@ def nuts(model: Callable, warmup: int, target_accept: float, max_tree_depth: int
     from numpyro.infer.util import potential_energy
 
     init_kernel, sample_kernel = hmc(
-        potential_fn_gen=lambda d, t: (lambda z: potential_energy(model, (d, t), {}, z)),
+        potential_fn_gen=lambda d, t: lambda z: potential_energy(model, (d, t), {}, z),
         algo="NUTS",
     )
 
     def init_one(key, z, d, t):
-        return init_kernel(z, warmup, target_accept_prob=target_accept,
-                           max_tree_depth=max_tree_depth, model_args=(d, t), rng_key=key)
+        return init_kernel(
+            z,
+            warmup,
+            target_accept_prob=target_accept,
+            max_tree_depth=max_tree_depth,
+            model_args=(d, t),
+            rng_key=key,
+        )
 
     def init(keys, z0, d, t):
         return jax.vmap(init_one, in_axes=(0, 0, None, None))(keys, z0, d, t)
@@ -82,10 +89,15 @@ def nuts(model: Callable, warmup: int, target_accept: float, max_tree_depth: int
         return jax.vmap(lambda s: sample_kernel(s, model_args=(d, t)))(state)
 
     def info(st):
-        return {"diverging": st.diverging, "tree_depth": _tree_depth(st.num_steps),
-                "n_steps": st.num_steps, "step_size": st.adapt_state.step_size,
-                "energy": st.energy, "acceptance_rate": st.accept_prob,
-                "lp": -st.potential_energy}
+        return {
+            "diverging": st.diverging,
+            "tree_depth": _tree_depth(st.num_steps),
+            "n_steps": st.num_steps,
+            "step_size": st.adapt_state.step_size,
+            "energy": st.energy,
+            "acceptance_rate": st.accept_prob,
+            "lp": -st.potential_energy,
+        }
 
     return Kernel(init, step, lambda st: st.z, info)
 
@@ -111,11 +123,13 @@ def build(cfg: RunConfig, z0, data, theta) -> Compiled:
             st = kern.step(st, d, t, jnp.logical_not(collect))
             # statistics only while collecting; `collect` is one traced flag for all chains, so
             # this stays a real branch under the chain batch (no select of both sides)
-            s, K, Kt = jax.lax.cond(collect, lambda st: draw_stats(st, d, t),
-                                    lambda st: zeros(), st)
+            s, K, Kt = jax.lax.cond(
+                collect, lambda st: draw_stats(st, d, t), lambda st: zeros(), st
+            )
             info = kern.info(st)
-            buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0),
-                               buf, (s, info))
+            buf = jax.tree.map(
+                lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0), buf, (s, info)
+            )
             steps = info["n_steps"].astype(counts.dtype)  # (C,)
             counts = counts + jnp.stack([steps.sum(dtype=counts.dtype), steps.max()])
             return i + 1, st, ks + K, kts + Kt, buf, counts
@@ -157,8 +171,16 @@ class Result(NamedTuple):
     timing: dict[str, Any]  # compile_s, warmup_s, sample_s, gradients, interrupted
 
 
-def run(cfg: RunConfig, keys, z0, data, theta, draws: int, progress=None,
-        chain_method: str = "vectorized") -> Result:
+def run(
+    cfg: RunConfig,
+    keys,
+    z0,
+    data,
+    theta,
+    draws: int,
+    progress=None,
+    chain_method: str = "vectorized",
+) -> Result:
     """Warm up and sample all chains: in one batch (`vectorized`) or one chain at a time.
 
     `sequential` advances each chain by one chunk in turn with the compiled one-chain program, so
@@ -169,14 +191,15 @@ def run(cfg: RunConfig, keys, z0, data, theta, draws: int, progress=None,
     and n_grad (gradients summed over chains), n_grad_lockstep (what lock-step batches execute).
     """
     if chain_method not in CHAIN_METHODS:
-        raise ValueError(f"chain_method must be one of {list(CHAIN_METHODS)}, got "
-                         f"{chain_method!r}")
+        raise ValueError(f"chain_method must be one of {list(CHAIN_METHODS)}, got {chain_method!r}")
     if chain_method == "vectorized":
         batches = [(keys, z0)]
     else:
         cfg = cfg._replace(chains=1)
-        batches = [(keys[c:c + 1], jax.tree.map(lambda a, c=c: a[c:c + 1], z0))
-                   for c in range(keys.shape[0])]
+        batches = [
+            (keys[c : c + 1], jax.tree.map(lambda a, c=c: a[c : c + 1], z0))
+            for c in range(keys.shape[0])
+        ]
     comp = compiled_for(cfg, batches[0][1], data, theta)
     t0 = time.perf_counter()
     states = [comp.init(k, z, data, theta) for k, z in batches]
@@ -191,18 +214,21 @@ def run(cfg: RunConfig, keys, z0, data, theta, draws: int, progress=None,
                 parts, ks_round, kts_round, g_round = [], 0.0, 0.0, np.zeros(2, np.int64)
                 for b in range(len(states)):
                     states[b], (ks, kts), (s, info), counts = comp.chunk(
-                        states[b], data, theta, jnp.int32(n), collect)
+                        states[b], data, theta, jnp.int32(n), collect
+                    )
                     g_round += np.asarray(counts)
                     if phase == "sampling":
                         out = {**s, **info}
-                        parts.append({k: np.swapaxes(np.asarray(v[:n]), 0, 1)
-                                      for k, v in out.items()})
+                        parts.append(
+                            {k: np.swapaxes(np.asarray(v[:n]), 0, 1) for k, v in out.items()}
+                        )
                         ks_round, kts_round = ks_round + np.asarray(ks), kts_round + np.asarray(kts)
                 # a round counts once every batch has finished it
                 grads[phase] += g_round
                 if phase == "sampling":
-                    rounds.append({k: np.concatenate([p[k] for p in parts], axis=0)
-                                   for k in parts[0]})
+                    rounds.append(
+                        {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+                    )
                     ksum, ktsum = ksum + ks_round, ktsum + kts_round
                 done += n
                 if progress is not None:
@@ -221,8 +247,14 @@ def run(cfg: RunConfig, keys, z0, data, theta, draws: int, progress=None,
     g_all, g_max = grads["sampling"]
     # lock-step: a batch executes as many steps as its longest chain (sequential: batches of 1)
     lockstep = int(g_all) if chain_method == "sequential" else int(g_max) * cfg.chains
-    timing = {"compile_s": comp.compile_s, "warmup_s": t_warm - t0, "sample_s": t1 - t0,
-              "n_grad_warmup": int(grads["warmup"][0]), "n_grad": int(g_all),
-              "n_grad_lockstep": lockstep, "interrupted": interrupted}
+    timing = {
+        "compile_s": comp.compile_s,
+        "warmup_s": t_warm - t0,
+        "sample_s": t1 - t0,
+        "n_grad_warmup": int(grads["warmup"][0]),
+        "n_grad": int(g_all),
+        "n_grad_lockstep": lockstep,
+        "interrupted": interrupted,
+    }
     n_summed = out["n_steps"].shape[0] * out["n_steps"].shape[1]
     return Result(out, (ksum, ktsum, n_summed), states[-1], timing)

@@ -25,6 +25,7 @@ too.  Only the kernel alignment, not linear in K, is read off a drawn S (steps 2
 `f_draws=True` the exact draws f = X u, f_* = X_* u are added (`f_train_draw`, `f_test_draw`).
 sample_stats holds the drawn log s (`log_s`): there is no acceptance step and no trajectory.
 """
+
 from __future__ import annotations
 
 import time
@@ -45,8 +46,10 @@ if TYPE_CHECKING:
 
 # ------------------------------------------------------------------ 1-D posterior of x = log s
 
-def draw_log_s(spec: NetworkSpec, data: Dataset, chains: int, draws: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+
+def draw_log_s(
+    spec: NetworkSpec, data: Dataset, chains: int, draws: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Exact i.i.d. draws of x = log s, (chains, draws), and log p(x | y) relative to the mode.
 
     The density, its adaptive quadrature grid and the rejection sampler are those of
@@ -60,6 +63,7 @@ def draw_log_s(spec: NetworkSpec, data: Dataset, chains: int, draws: int,
 
 
 # ------------------------------------------------------------------ draws of S given x (JAX)
+
 
 def _one_draw(key, x, chi2, d, t, n_perp):
     """Given log s: E[f | s, y], Var[f | s, y], E[kernel scalars | s, y], a drawn S's alignment.
@@ -97,23 +101,39 @@ def _one_draw(key, x, chi2, d, t, n_perp):
     BXc = B @ d["XcT"]  # (m, P)
     G = BXc @ BXc.T
     align = jnp.sum((B @ d["Xct_yc"]) ** 2) / (jnp.sqrt(jnp.sum(G * G)) * d["yc2"] + 1e-300)
-    return {"f_train": mean[:P], "f_test": mean[P:], "var_train": var[:P], "var_test": var[P:],
-            "f_train_draw": f_draw[:P], "f_test_draw": f_draw[P:], "kernel_target": target,
-            "kernel_trace": trace, "kernel_alignment": align}, M
+    return {
+        "f_train": mean[:P],
+        "f_test": mean[P:],
+        "var_train": var[:P],
+        "var_test": var[P:],
+        "f_train_draw": f_draw[:P],
+        "f_test_draw": f_draw[P:],
+        "kernel_target": target,
+        "kernel_trace": trace,
+        "kernel_alignment": align,
+    }, M
 
 
 def _build(batch, n_perp, d, t):
     """Compile one call over `batch` independent draws (chains x draws flattened)."""
+
     def many(keys, xs, c2, d, t, valid):
-        out, M = jax.vmap(_one_draw, in_axes=(0, 0, 0, None, None, None))(keys, xs, c2, d, t,
-                                                                          n_perp)
+        out, M = jax.vmap(_one_draw, in_axes=(0, 0, 0, None, None, None))(
+            keys, xs, c2, d, t, n_perp
+        )
         M_sum = jnp.einsum("b,bij->ij", valid, M)  # sum over the valid draws, basis W
         return out, M_sum
 
     D = d["A"].shape[0]
     dt = d["A"].dtype
-    args = (jax.random.split(jax.random.PRNGKey(0), batch), jnp.zeros(batch, dt),
-            jnp.zeros((batch, D), dt), d, t, jnp.zeros(batch, dt))
+    args = (
+        jax.random.split(jax.random.PRNGKey(0), batch),
+        jnp.zeros(batch, dt),
+        jnp.zeros((batch, D), dt),
+        d,
+        t,
+        jnp.zeros(batch, dt),
+    )
     t0 = time.perf_counter()
     comp = jax.jit(many).lower(*args).compile()
     return comp, time.perf_counter() - t0
@@ -134,19 +154,43 @@ def _arrays(spec, data):
     yc = y_hat - y_hat.mean()
     Xc = X - X.mean(axis=0)
     W = Wt[:D]  # (D, D) right singular basis of X
-    d = {"A": W @ np.vstack([X, Xt]).T, "y": y, "Wt": W, "sv2": sv2,
-         "yt": W @ (X.T @ y),  # X^T y in the basis W
-         "b_yhat": W @ (X.T @ y_hat), "xty2": np.sum((X.T @ y_hat) ** 2),
-         "xf2": np.sum(X**2), "XcT": Xc.T, "Xct_yc": Xc.T @ yc, "yc2": yc @ yc}
-    t = {"g_v": spec.g_v, "g_w": spec.g_w, "chi": spec.chi, "kappa": spec.kappa,
-         "width": float(spec.width)}
-    return ({k: jnp.asarray(v, jnp.float64) for k, v in d.items()},
-            {k: jnp.asarray(v, jnp.float64) for k, v in t.items()})
+    d = {
+        "A": W @ np.vstack([X, Xt]).T,
+        "y": y,
+        "Wt": W,
+        "sv2": sv2,
+        "yt": W @ (X.T @ y),  # X^T y in the basis W
+        "b_yhat": W @ (X.T @ y_hat),
+        "xty2": np.sum((X.T @ y_hat) ** 2),
+        "xf2": np.sum(X**2),
+        "XcT": Xc.T,
+        "Xct_yc": Xc.T @ yc,
+        "yc2": yc @ yc,
+    }
+    t = {
+        "g_v": spec.g_v,
+        "g_w": spec.g_w,
+        "chi": spec.chi,
+        "kappa": spec.kappa,
+        "width": float(spec.width),
+    }
+    return (
+        {k: jnp.asarray(v, jnp.float64) for k, v in d.items()},
+        {k: jnp.asarray(v, jnp.float64) for k, v in t.items()},
+    )
 
 
-def sample_exact(spec: NetworkSpec, data: Dataset, chains: int = 4, draws: int = 1000,
-                 seed: int = 0, progress: bool = False, desc: str | None = None,
-                 f_draws: bool = False, chunk: int | None = None) -> xr.DataTree:
+def sample_exact(
+    spec: NetworkSpec,
+    data: Dataset,
+    chains: int = 4,
+    draws: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+    desc: str | None = None,
+    f_draws: bool = False,
+    chunk: int | None = None,
+) -> xr.DataTree:
     """Independent exact posterior draws for a linear network; same DataTree as `sample`.
 
     `f_draws=True` adds per-draw exact samples of f (`f_train_draw`, `f_test_draw`) to the
@@ -181,15 +225,25 @@ def sample_exact(spec: NetworkSpec, data: Dataset, chains: int = 4, draws: int =
         for start in range(0, draws, chunk):
             n = min(chunk, draws - start)
             xc = np.zeros((chains, chunk))
-            xc[:, :n] = x[:, start:start + n]
+            xc[:, :n] = x[:, start : start + n]
             valid = np.zeros((chains, chunk))
             valid[:, :n] = 1.0
             keys = jax.random.split(jax.random.fold_in(base, start), batch)
             c2 = rng.chisquare(dof, (batch, D))
-            out, Ss = fn(keys, jnp.asarray(xc.reshape(-1)), jnp.asarray(c2), d, t,
-                         jnp.asarray(valid.reshape(-1)))
-            parts.append({k: np.asarray(v).reshape((chains, chunk) + v.shape[1:])[:, :n]
-                          for k, v in out.items()})
+            out, Ss = fn(
+                keys,
+                jnp.asarray(xc.reshape(-1)),
+                jnp.asarray(c2),
+                d,
+                t,
+                jnp.asarray(valid.reshape(-1)),
+            )
+            parts.append(
+                {
+                    k: np.asarray(v).reshape((chains, chunk) + v.shape[1:])[:, :n]
+                    for k, v in out.items()
+                }
+            )
             M_sum += np.asarray(Ss)
             update(n, "sampling")
     finally:
@@ -205,10 +259,21 @@ def sample_exact(spec: NetworkSpec, data: Dataset, chains: int = 4, draws: int =
     sample_s = time.perf_counter() - t0
     out["log_s"] = x
     draws_f = {k: out.pop(k) for k in ("f_train_draw", "f_test_draw")}
-    tree = to_datatree(out, ksums, spec, data, method="exact", seed=seed, chains=chains,
-                       warmup=0, draws=draws, chain_method="vectorized", dtype="float64",
-                       timing={"compile_s": compile_s, "sample_s": sample_s},
-                       exact=grid)
+    tree = to_datatree(
+        out,
+        ksums,
+        spec,
+        data,
+        method="exact",
+        seed=seed,
+        chains=chains,
+        warmup=0,
+        draws=draws,
+        chain_method="vectorized",
+        dtype="float64",
+        timing={"compile_s": compile_s, "sample_s": sample_s},
+        exact=grid,
+    )
     if f_draws:
         post = tree["posterior"].to_dataset()
         post["f_train_draw"] = (("chain", "draw", "train"), draws_f["f_train_draw"])

@@ -7,6 +7,7 @@
 Every solve goes through a Cholesky factor or the eigenbasis, never an explicit inverse.
 Units: kernels and variances in units of y^2 once multiplied by their scale (docs/conventions.md).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,16 +32,18 @@ def _factor(K: jax.Array, y: jax.Array, noise: Scalar) -> tuple[jax.Array, jax.A
     return L, c, alpha
 
 
-def _predict(L: jax.Array, alpha: jax.Array, K_star: jax.Array,
-             k_star_diag: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _predict(
+    L: jax.Array, alpha: jax.Array, K_star: jax.Array, k_star_diag: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Posterior mean K_* alpha (P*,) and variance k_** - diag(K_* (K + noise)^-1 K_*^T) (P*,)."""
     B = jsl.solve_triangular(L, K_star.T, lower=True)  # (P, P*)
     return K_star @ alpha, k_star_diag - jnp.sum(B * B, axis=0)
 
 
 @jax.jit
-def gp_posterior(K: jax.Array, K_star: jax.Array, k_star_diag: jax.Array, y: jax.Array,
-                 noise: Scalar) -> tuple[jax.Array, jax.Array]:
+def gp_posterior(
+    K: jax.Array, K_star: jax.Array, k_star_diag: jax.Array, y: jax.Array, noise: Scalar
+) -> tuple[jax.Array, jax.Array]:
     """GP posterior at new points: mean (P*,) and variance (P*,).
 
     K (P, P) prior covariance of the training outputs, K_star (P*, P) cross covariance,
@@ -51,8 +54,9 @@ def gp_posterior(K: jax.Array, K_star: jax.Array, k_star_diag: jax.Array, y: jax
 
 
 @jax.jit
-def gp_train_test(K: jax.Array, K_test: jax.Array, k_test_diag: jax.Array, y: jax.Array,
-                  noise: Scalar) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+def gp_train_test(
+    K: jax.Array, K_test: jax.Array, k_test_diag: jax.Array, y: jax.Array, noise: Scalar
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """GP posterior on train and test points from one factorisation: (m_tr, v_tr, m_te, v_te)."""
     L, _, alpha = _factor(K, y, noise)
     m_tr, v_tr = _predict(L, alpha, K, jnp.diag(K))
@@ -61,7 +65,11 @@ def gp_train_test(K: jax.Array, K_test: jax.Array, k_test_diag: jax.Array, y: ja
 
 
 def gp_given_features(
-    Phi: jax.Array, Phi_test: jax.Array, y: jax.Array, s: Scalar, noise: Scalar,
+    Phi: jax.Array,
+    Phi_test: jax.Array,
+    y: jax.Array,
+    s: Scalar,
+    noise: Scalar,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Readout integrated out given features: log marginal likelihood, conditional means, variances.
 
@@ -87,8 +95,9 @@ def gp_given_features(
         quad = c @ c
         logdet = 2 * jnp.sum(jnp.log(jnp.diag(L)))
         mean, var = _predict(L, alpha, G, jnp.diag(G))
-        mean_t, var_t = _predict(L, alpha, s * Phi_test @ Phi.T,
-                                 s * jnp.sum(Phi_test * Phi_test, 1))
+        mean_t, var_t = _predict(
+            L, alpha, s * Phi_test @ Phi.T, s * jnp.sum(Phi_test * Phi_test, 1)
+        )
     loglik = -0.5 * (quad + logdet + P * jnp.log(2 * jnp.pi))
     return loglik, mean, mean_t, var, var_t
 

@@ -1,4 +1,5 @@
 """Save and reopen result trees as netCDF (h5netcdf), atomically."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ kappa, so that one compiled sampler serves a whole sweep over chi, kappa, g_w or
 shapes.  Conventions: docs/conventions.md.
 Weights are non-centred: unit normals z_V (N, D), z_w (N,) scaled in the forward pass.
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,8 +52,12 @@ def kernel_stats(Phi: jax.Array, Phi_test: jax.Array, y_hat: jax.Array) -> dict[
     """Hidden kernel K = Phi Phi^T / N: train and test-train blocks and per-draw scalars."""
     N = Phi.shape[1]
     K = Phi @ Phi.T / N  # (P, P)
-    return {"K_train": K, "K_test_train": Phi_test @ Phi.T / N,  # (P*, P)
-            **kernel_scalars(K, y_hat), "kernel_alignment": kernel_alignment(K, y_hat)}
+    return {
+        "K_train": K,
+        "K_test_train": Phi_test @ Phi.T / N,  # (P*, P)
+        **kernel_scalars(K, y_hat),
+        "kernel_alignment": kernel_alignment(K, y_hat),
+    }
 
 
 @functools.cache
@@ -77,15 +82,17 @@ def collapsed_model(width: int, activation: str) -> Callable[[dict, Theta], None
         X = data["X"]
         z_V = numpyro.sample("z_V", dist.Normal(0.0, 1.0).expand([width, X.shape[1]]).to_event(2))
         Phi = features(z_V, X, theta, activation)  # (P, N)
-        ll = gp_given_features(Phi, Phi[:0], data["y"], readout_var(theta, width),
-                               noise_var(theta))[0]
+        ll = gp_given_features(
+            Phi, Phi[:0], data["y"], readout_var(theta, width), noise_var(theta)
+        )[0]
         numpyro.factor("marginal_likelihood", ll)
 
     return model
 
 
-def full_stats(z: dict, data: dict, theta: Theta, width: int,
-               activation: str) -> dict[str, jax.Array]:
+def full_stats(
+    z: dict, data: dict, theta: Theta, width: int, activation: str
+) -> dict[str, jax.Array]:
     """Per-draw outputs of the full model: f on train and test points and the hidden kernel."""
     w = z["z_w"] * jnp.sqrt(readout_var(theta, width))  # (N,)
     Phi = features(z["z_V"], data["X"], theta, activation)  # (P, N)
@@ -95,13 +102,15 @@ def full_stats(z: dict, data: dict, theta: Theta, width: int,
     return out
 
 
-def collapsed_stats(z: dict, data: dict, theta: Theta, width: int,
-                    activation: str) -> dict[str, jax.Array]:
+def collapsed_stats(
+    z: dict, data: dict, theta: Theta, width: int, activation: str
+) -> dict[str, jax.Array]:
     """Per-draw outputs of the collapsed model: E[f | V], Var[f | V] and the hidden kernel."""
     Phi = features(z["z_V"], data["X"], theta, activation)  # (P, N)
     Phi_t = features(z["z_V"], data["X_test"], theta, activation)  # (P*, N)
-    _, m, mt, v, vt = gp_given_features(Phi, Phi_t, data["y"], readout_var(theta, width),
-                                        noise_var(theta))
+    _, m, mt, v, vt = gp_given_features(
+        Phi, Phi_t, data["y"], readout_var(theta, width), noise_var(theta)
+    )
     out = {"f_train": m, "f_test": mt, "var_train": v, "var_test": vt}
     out.update(kernel_stats(Phi, Phi_t, data["y_hat"]))
     return out

@@ -6,6 +6,7 @@ alignment <K_c, ŷ_c ŷ_cᵀ>_F / (|K_c|_F |ŷ_c|²).  All are dimensionless for
 (docs/conventions.md).  Written with array methods only, so numpy and jax arrays (also traced
 ones, and stacks (..., P, P)) go through the same code without converting between the two.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,8 +31,12 @@ def kernel_alignment(K: Array, y: Array) -> Array:
     """Centred kernel-target alignment of K (..., P, P) with y (P,), in [-1, 1]; shape (...)."""
     yh = unit_target(y)
     yc = yh - yh.mean()  # H ŷ with H the centring projector: H ŷŷᵀ H = yc ycᵀ
-    Kc = (K - K.mean(axis=-2, keepdims=True) - K.mean(axis=-1, keepdims=True)
-          + K.mean(axis=(-2, -1), keepdims=True))  # H K H
+    Kc = (
+        K
+        - K.mean(axis=-2, keepdims=True)
+        - K.mean(axis=-1, keepdims=True)
+        + K.mean(axis=(-2, -1), keepdims=True)
+    )  # H K H
     norm = ((Kc * Kc).sum(axis=(-2, -1))) ** 0.5
     return ((Kc @ yc) * yc).sum(axis=-1) / (norm * (yc @ yc) + 1e-300)
 
@@ -48,5 +53,8 @@ def factored_kernel_scalars(G: Array, y: Array) -> dict[str, Array]:
     M = Gc @ Gc.T  # (m, m)
     Gy = G @ yh  # (m,)
     Gyc = Gc @ yc  # (m,)
-    return {"kernel_target": Gy @ Gy, "kernel_trace": (G * G).sum() / G.shape[-1],
-            "kernel_alignment": (Gyc @ Gyc) / (((M * M).sum()) ** 0.5 * (yc @ yc) + 1e-300)}
+    return {
+        "kernel_target": Gy @ Gy,
+        "kernel_trace": (G * G).sum() / G.shape[-1],
+        "kernel_alignment": (Gyc @ Gyc) / (((M * M).sum()) ** 0.5 * (yc @ yc) + 1e-300),
+    }

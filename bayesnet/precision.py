@@ -5,6 +5,7 @@ entry points that need float64 (`bayesnet.sample`, `theory.predict`, the exact s
 body under `float64()`; a user who calls internal functions directly, or wants x64 for the whole
 process, calls `enable_float64()` once.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,6 +26,7 @@ def float64(enabled: bool = True) -> Iterator[None]:
         ctx = state(enabled)  # jax >= 0.5: a config State usable as a context manager
     else:  # pragma: no cover - older jax
         from jax.experimental import disable_x64, enable_x64
+
         ctx = enable_x64() if enabled else disable_x64()
     with ctx:
         yield

@@ -3,6 +3,7 @@
 Both samplers (`sampling` for NUTS, `exact` for linear networks) build their output here, so
 neither imports the other.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -21,12 +22,25 @@ from .vocabulary import describe
 
 # posterior variables per draw and their dimensions besides (chain, draw)
 POSTERIOR_VARS = {
-    "f_train": ("train",), "f_test": ("test",), "var_train": ("train",), "var_test": ("test",),
-    "kernel_target": (), "kernel_trace": (), "kernel_alignment": (),
+    "f_train": ("train",),
+    "f_test": ("test",),
+    "var_train": ("train",),
+    "var_test": ("test",),
+    "kernel_target": (),
+    "kernel_trace": (),
+    "kernel_alignment": (),
 }
 # per-draw sampler statistics (each sampler reports the ones that are meaningful for it)
-STATS_VARS = ("diverging", "tree_depth", "n_steps", "step_size", "energy", "acceptance_rate",
-              "lp", "log_s")
+STATS_VARS = (
+    "diverging",
+    "tree_depth",
+    "n_steps",
+    "step_size",
+    "energy",
+    "acceptance_rate",
+    "lp",
+    "log_s",
+)
 
 
 def versions() -> dict[str, str]:
@@ -35,9 +49,14 @@ def versions() -> dict[str, str]:
 
     from . import __version__
 
-    return {"python": platform.python_version(), "jax": jax.__version__,
-            "numpyro": numpyro.__version__, "numpy": np.__version__, "xarray": xr.__version__,
-            "bayesnet": __version__}
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "numpyro": numpyro.__version__,
+        "numpy": np.__version__,
+        "xarray": xr.__version__,
+        "bayesnet": __version__,
+    }
 
 
 def progress_bar(enabled: bool, total: int, desc: str) -> tuple[Any, Callable[[int, str], None]]:
@@ -48,6 +67,7 @@ def progress_bar(enabled: bool, total: int, desc: str) -> tuple[Any, Callable[[i
     if not enabled:
         return None, (lambda n, phase: None)
     from tqdm.auto import tqdm
+
     bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
 
     def update(n: int, phase: str) -> None:
@@ -73,34 +93,57 @@ def run_attrs(spec: NetworkSpec, data: Dataset, **extra: Any) -> dict[str, Any]:
     return attrs
 
 
-def to_datatree(draws_out: Mapping[str, np.ndarray], ksums: tuple, spec: NetworkSpec,
-                data: Dataset, **run: Any) -> xr.DataTree:
+def to_datatree(
+    draws_out: Mapping[str, np.ndarray], ksums: tuple, spec: NetworkSpec, data: Dataset, **run: Any
+) -> xr.DataTree:
     """Assemble per-draw arrays (chain, draw, ...) and kernel sums into the labelled result tree.
 
     ksums = (sum of K_train, sum of K_test_train[, number of draws summed]); without the count
     every draw is taken to be in the sums.
     """
     C, S = draws_out["f_train"].shape[:2]
-    coords = {"chain": np.arange(C), "draw": np.arange(S), "train": np.arange(data.n_train),
-              "test": np.arange(data.n_test)}
+    coords = {
+        "chain": np.arange(C),
+        "draw": np.arange(S),
+        "train": np.arange(data.n_train),
+        "test": np.arange(data.n_test),
+    }
     post = xr.Dataset(
-        {k: (("chain", "draw") + dims, draws_out[k]) for k, dims in POSTERIOR_VARS.items()
-         if k in draws_out},
-        coords=coords)
+        {
+            k: (("chain", "draw") + dims, draws_out[k])
+            for k, dims in POSTERIOR_VARS.items()
+            if k in draws_out
+        },
+        coords=coords,
+    )
     stats = xr.Dataset(
         {k: (("chain", "draw"), draws_out[k]) for k in STATS_VARS if k in draws_out},
-        coords={"chain": coords["chain"], "draw": coords["draw"]})
+        coords={"chain": coords["chain"], "draw": coords["draw"]},
+    )
     n = ksums[2] if len(ksums) > 2 else C * S  # draws summed into the kernel
     kern = xr.Dataset(
-        {"K_train": (("train", "train_"), np.asarray(ksums[0]) / n),
-         "K_test_train": (("test", "train_"), np.asarray(ksums[1]) / n)},
-        coords={"train": coords["train"], "train_": coords["train"], "test": coords["test"]})
-    obs = xr.Dataset({"y": (("train",), data.y), "y_test": (("test",), data.y_test)},
-                     coords={"train": coords["train"], "test": coords["test"]})
-    const = xr.Dataset({"X": (("train", "feature"), data.X),
-                        "X_test": (("test", "feature"), data.X_test)},
-                       coords={"train": coords["train"], "test": coords["test"]})
-    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats, "kernel": kern,
-                                  "observed_data": obs, "constant_data": const})
+        {
+            "K_train": (("train", "train_"), np.asarray(ksums[0]) / n),
+            "K_test_train": (("test", "train_"), np.asarray(ksums[1]) / n),
+        },
+        coords={"train": coords["train"], "train_": coords["train"], "test": coords["test"]},
+    )
+    obs = xr.Dataset(
+        {"y": (("train",), data.y), "y_test": (("test",), data.y_test)},
+        coords={"train": coords["train"], "test": coords["test"]},
+    )
+    const = xr.Dataset(
+        {"X": (("train", "feature"), data.X), "X_test": (("test", "feature"), data.X_test)},
+        coords={"train": coords["train"], "test": coords["test"]},
+    )
+    tree = xr.DataTree.from_dict(
+        {
+            "posterior": post,
+            "sample_stats": stats,
+            "kernel": kern,
+            "observed_data": obs,
+            "constant_data": const,
+        }
+    )
     tree.attrs = run_attrs(spec, data, **run)
     return describe(tree)  # long_name/units on every variable (bayesnet/vocabulary.py)

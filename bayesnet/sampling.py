@@ -3,6 +3,7 @@
 `check_options` is the one home of the sampler option checks (the configuration loader uses it
 too); `run_config` and `initial_positions` give the engine program and start (bench/ uses them).
 """
+
 from __future__ import annotations
 
 import math
@@ -68,11 +69,20 @@ def default_chain_method(algorithm: str, chains: int) -> str:
     return "sequential"
 
 
-def check_options(method: str = "collapsed", chains: int = 4, warmup: int = 500,
-                  draws: int = 1000, seed: int = 0, chain_method: str = "auto",
-                  dtype: str = "float64", target_accept: float | None = None,
-                  max_tree_depth: int = 10, chunk: int | None = None,
-                  algorithm: str = "nuts", **ignored: Any) -> SamplerOptions:
+def check_options(
+    method: str = "collapsed",
+    chains: int = 4,
+    warmup: int = 500,
+    draws: int = 1000,
+    seed: int = 0,
+    chain_method: str = "auto",
+    dtype: str = "float64",
+    target_accept: float | None = None,
+    max_tree_depth: int = 10,
+    chunk: int | None = None,
+    algorithm: str = "nuts",
+    **ignored: Any,
+) -> SamplerOptions:
     """Check sampler settings (one-line ValueError naming the parameter) and resolve defaults.
 
     The one home of these checks: `sample` and the configuration loader both call it.  Keywords
@@ -89,32 +99,52 @@ def check_options(method: str = "collapsed", chains: int = 4, warmup: int = 500,
     max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1)
     if method == "exact":
         if algorithm != "nuts":
-            raise ValueError(f"algorithm must be left at its default for method='exact' (it "
-                             f"draws independently), got {algorithm!r}")
+            raise ValueError(
+                f"algorithm must be left at its default for method='exact' (it "
+                f"draws independently), got {algorithm!r}"
+            )
         algorithm = "exact"
     if target_accept is None:
         target_accept = TARGET_ACCEPT.get(algorithm, 0.8)
-    if isinstance(target_accept, bool) or not isinstance(target_accept, (int, float)) or not (
-            0.0 < float(target_accept) < 1.0):
+    if (
+        isinstance(target_accept, bool)
+        or not isinstance(target_accept, (int, float))
+        or not (0.0 < float(target_accept) < 1.0)
+    ):
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
     if algorithm == "chees" and chain_method == "sequential":
-        raise ValueError("chain_method must be 'vectorized' or 'auto' for algorithm='chees' "
-                         "(it adapts on the ensemble of chains), got 'sequential'")
+        raise ValueError(
+            "chain_method must be 'vectorized' or 'auto' for algorithm='chees' "
+            "(it adapts on the ensemble of chains), got 'sequential'"
+        )
     if chain_method == "auto":
         chain_method = default_chain_method(algorithm, chains)
     if chunk is None:
         # About 20 progress updates per run, but never so short that Python overhead shows.
         chunk = int(min(250, max(25, math.ceil((warmup + draws) / 20))))
     chunk = _check_int("chunk", chunk, 1)
-    return SamplerOptions(method, algorithm, chains, warmup, draws, seed, chain_method, dtype,
-                          float(target_accept), max_tree_depth, chunk)
+    return SamplerOptions(
+        method,
+        algorithm,
+        chains,
+        warmup,
+        draws,
+        seed,
+        chain_method,
+        dtype,
+        float(target_accept),
+        max_tree_depth,
+        chunk,
+    )
 
 
 def data_arrays(data: Dataset, dtype="float64") -> dict:
     """The traced data arguments of the models: X, y, X_test and the unit target y_hat."""
     y_hat = data.y / np.linalg.norm(data.y)
-    return {k: jnp.asarray(v, dtype=dtype) for k, v in
-            (("X", data.X), ("y", data.y), ("X_test", data.X_test), ("y_hat", y_hat))}
+    return {
+        k: jnp.asarray(v, dtype=dtype)
+        for k, v in (("X", data.X), ("y", data.y), ("X_test", data.X_test), ("y_hat", y_hat))
+    }
 
 
 def theta_arrays(spec: NetworkSpec, dtype="float64") -> Theta:
@@ -128,15 +158,22 @@ def run_config(spec: NetworkSpec, opts: SamplerOptions) -> engine.RunConfig:
     model = model_fn(spec.width, spec.activation)
     if opts.algorithm == "chees":
         from .chees import chees
+
         kernel = chees(model, opts.warmup, opts.target_accept)
     else:
         kernel = engine.nuts(model, opts.warmup, opts.target_accept, opts.max_tree_depth)
-    return engine.RunConfig(kernel, _bind_stats(stats_fn, spec.width, spec.activation),
-                            opts.chains, opts.warmup, opts.chunk)
+    return engine.RunConfig(
+        kernel,
+        _bind_stats(stats_fn, spec.width, spec.activation),
+        opts.chains,
+        opts.warmup,
+        opts.chunk,
+    )
 
 
-def initial_positions(spec: NetworkSpec, data: Dataset, opts: SamplerOptions,
-                      dtype: str = "float64") -> tuple[jax.Array, dict]:
+def initial_positions(
+    spec: NetworkSpec, data: Dataset, opts: SamplerOptions, dtype: str = "float64"
+) -> tuple[jax.Array, dict]:
     """Chain keys (C,) and prior draws of the unit-normal weights z_V (C, N, D) [, z_w (C, N)]."""
     key_init, key_chain = jax.random.split(jax.random.PRNGKey(opts.seed))
     C, N, D = opts.chains, spec.width, data.dim
@@ -152,12 +189,23 @@ def _precision(dtype):
 
 
 @with_float64
-def sample(spec: NetworkSpec, data: Dataset, method: str = "collapsed", chains: int = 4,
-           warmup: int = 500, draws: int = 1000, seed: int = 0,
-           chain_method: str = "auto", progress: bool = True, dtype: str = "float64",
-           target_accept: float | None = None, max_tree_depth: int = 10,
-           chunk: int | None = None, desc: str | None = None,
-           algorithm: str = "nuts") -> xr.DataTree:
+def sample(
+    spec: NetworkSpec,
+    data: Dataset,
+    method: str = "collapsed",
+    chains: int = 4,
+    warmup: int = 500,
+    draws: int = 1000,
+    seed: int = 0,
+    chain_method: str = "auto",
+    progress: bool = True,
+    dtype: str = "float64",
+    target_accept: float | None = None,
+    max_tree_depth: int = 10,
+    chunk: int | None = None,
+    desc: str | None = None,
+    algorithm: str = "nuts",
+) -> xr.DataTree:
     """Sample the posterior of `spec` on `data` with NUTS or ChEES-HMC (or exactly, if linear).
 
     method: `collapsed` (readout integrated out, HMC over V), `full` (HMC over V and w),
@@ -173,16 +221,38 @@ def sample(spec: NetworkSpec, data: Dataset, method: str = "collapsed", chains: 
         raise ValueError(f"spec must be a NetworkSpec, got {type(spec).__name__}")
     if not isinstance(data, Dataset):
         raise ValueError(f"data must be a bayesnet Dataset, got {type(data).__name__}")
-    opts = check_options(method, chains, warmup, draws, seed, chain_method, dtype, target_accept,
-                         max_tree_depth, chunk, algorithm)
+    opts = check_options(
+        method,
+        chains,
+        warmup,
+        draws,
+        seed,
+        chain_method,
+        dtype,
+        target_accept,
+        max_tree_depth,
+        chunk,
+        algorithm,
+    )
     if method == "exact":
         from .exact import sample_exact
-        return sample_exact(spec, data, chains=opts.chains, draws=opts.draws, seed=opts.seed,
-                            progress=progress, desc=desc)
+
+        return sample_exact(
+            spec,
+            data,
+            chains=opts.chains,
+            draws=opts.draws,
+            seed=opts.seed,
+            progress=progress,
+            desc=desc,
+        )
     cfg = run_config(spec, opts)
     label = desc or f"{method} N={spec.width} {spec.activation} chi={spec.chi:.4g}"
-    bar, update = progress_bar(progress, (opts.warmup + opts.draws) * (
-        opts.chains if opts.chain_method == "sequential" else 1), label)
+    bar, update = progress_bar(
+        progress,
+        (opts.warmup + opts.draws) * (opts.chains if opts.chain_method == "sequential" else 1),
+        label,
+    )
     try:
         with _precision(dtype):
             d_arr, theta = data_arrays(data, dtype), theta_arrays(spec, dtype)
@@ -195,14 +265,29 @@ def sample(spec: NetworkSpec, data: Dataset, method: str = "collapsed", chains: 
     interrupted = bool(timing.pop("interrupted", False))
     n_draws = int(res.draws["f_train"].shape[1])
     if interrupted:
-        warnings.warn(f"sampling interrupted: returning the {n_draws} draws per chain finished "
-                      f"before the interrupt", stacklevel=2)
-    return to_datatree(res.draws, res.ksums, spec, data, method=method,
-                       algorithm=opts.algorithm, seed=opts.seed, chains=opts.chains,
-                       warmup=opts.warmup, draws=n_draws, chain_method=opts.chain_method,
-                       dtype=dtype, target_accept=opts.target_accept,
-                       max_tree_depth=opts.max_tree_depth, interrupted=interrupted,
-                       timing=timing)
+        warnings.warn(
+            f"sampling interrupted: returning the {n_draws} draws per chain finished "
+            f"before the interrupt",
+            stacklevel=2,
+        )
+    return to_datatree(
+        res.draws,
+        res.ksums,
+        spec,
+        data,
+        method=method,
+        algorithm=opts.algorithm,
+        seed=opts.seed,
+        chains=opts.chains,
+        warmup=opts.warmup,
+        draws=n_draws,
+        chain_method=opts.chain_method,
+        dtype=dtype,
+        target_accept=opts.target_accept,
+        max_tree_depth=opts.max_tree_depth,
+        interrupted=interrupted,
+        timing=timing,
+    )
 
 
 class _bind_stats:
@@ -216,7 +301,10 @@ class _bind_stats:
 
     def __eq__(self, other):
         return isinstance(other, _bind_stats) and (self.fn, self.width, self.activation) == (
-            other.fn, other.width, other.activation)
+            other.fn,
+            other.width,
+            other.activation,
+        )
 
     def __hash__(self):
         return hash((self.fn, self.width, self.activation))

@@ -16,6 +16,7 @@ Notation: u = g_w s (effective readout gain, "u-bar"), a_k = u lam_k + kappa, r_
 Pure numpy/scipy float64, part of the pure core (docs/layout.md): must not import `theory`,
 NumPyro or a sampler.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,7 +43,8 @@ def check_linear(spec: NetworkSpec, remedy: str = "") -> None:
         raise ValueError(
             f"exact results exist for linear networks only (the posterior depends on V through "
             f"V^T V only for phi = identity), got activation={spec.activation!r}"
-            + (f": {remedy}" if remedy else ""))
+            + (f": {remedy}" if remedy else "")
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -97,11 +99,21 @@ def prepare(spec: NetworkSpec, data: Dataset) -> LinearProblem:
     sp = linear_spectrum(data.X, y, spec.g_v)
     B = F[P:] @ (F[:P].T @ sp.U)  # (P*, r)
     k_ss = np.sum(F[P:] ** 2, axis=1)  # (P*,)
-    return LinearProblem(spectrum=sp, y=y, B=B, k_ss=k_ss, F=F, g_w=spec.g_w,
-                         width=float(spec.width), chi=spec.chi, kappa=spec.kappa)
+    return LinearProblem(
+        spectrum=sp,
+        y=y,
+        B=B,
+        k_ss=k_ss,
+        F=F,
+        g_w=spec.g_w,
+        width=float(spec.width),
+        chi=spec.chi,
+        kappa=spec.kappa,
+    )
 
 
 # ------------------------------------------------------------------ log density of x = log s
+
 
 def log_ratio(prob: LinearProblem, x: np.ndarray | float, x0: float) -> np.ndarray:
     """log p(x|y) - log p(x0|y) for x = log s, shape of x; stable for x near x0 at any N."""
@@ -122,8 +134,11 @@ def dlog(prob: LinearProblem, x: np.ndarray | float) -> np.ndarray:
     u = prob.g_w * np.exp(x)[:, None]  # (n, 1)
     a = u * prob.lam + prob.kappa  # (n, P)
     r = u * prob.lam / a
-    return (0.5 * prob.width * -np.expm1(x) - 0.5 * r.sum(1)
-            + 0.5 * prob.chi * np.sum(prob.yt**2 * r / a, axis=1))
+    return (
+        0.5 * prob.width * -np.expm1(x)
+        - 0.5 * r.sum(1)
+        + 0.5 * prob.chi * np.sum(prob.yt**2 * r / a, axis=1)
+    )
 
 
 def d2log(prob: LinearProblem, x: np.ndarray | float) -> np.ndarray:
@@ -132,8 +147,11 @@ def d2log(prob: LinearProblem, x: np.ndarray | float) -> np.ndarray:
     u = prob.g_w * np.exp(x)[:, None]  # (n, 1)
     a = u * prob.lam + prob.kappa  # (n, P)
     r = u * prob.lam / a
-    return (-0.5 * prob.width * np.exp(x) - 0.5 * np.sum(r * prob.kappa / a, axis=1)
-            + 0.5 * prob.chi * np.sum(prob.yt**2 * r * (prob.kappa - u * prob.lam) / a**2, axis=1))
+    return (
+        -0.5 * prob.width * np.exp(x)
+        - 0.5 * np.sum(r * prob.kappa / a, axis=1)
+        + 0.5 * prob.chi * np.sum(prob.yt**2 * r * (prob.kappa - u * prob.lam) / a**2, axis=1)
+    )
 
 
 def find_mode(prob: LinearProblem) -> float:
@@ -146,8 +164,9 @@ def find_mode(prob: LinearProblem) -> float:
     idx = np.nonzero((g[:-1] > 0) & (g[1:] <= 0))[0]
     if idx.size == 0:
         raise RuntimeError("no mode of the s-posterior found in the scanned range")
-    roots = [brentq(lambda t: dlog(prob, t)[0], xs[i], xs[i + 1], xtol=1e-15, rtol=1e-15)
-             for i in idx]
+    roots = [
+        brentq(lambda t: dlog(prob, t)[0], xs[i], xs[i + 1], xtol=1e-15, rtol=1e-15) for i in idx
+    ]
     if len(roots) == 1:
         return float(roots[0])
     vals = log_ratio(prob, np.array(roots), roots[0])
@@ -155,6 +174,7 @@ def find_mode(prob: LinearProblem) -> float:
 
 
 # ------------------------------------------------------------------ quadrature
+
 
 class Quadrature(NamedTuple):
     """Trapezoid rule in x = log s: nodes (n,), normalised weights (n,), diagnostics."""
@@ -220,18 +240,23 @@ def quadrature(prob: LinearProblem, tol: float = 1e-12, max_levels: int = 8) -> 
         prev = cur
         if err <= tol:
             break
-    return Quadrature(x=x, w=w, logq=lq, h=h, mode=mode, sigma=sigma, error=err,
-                      converged=bool(err <= tol))
+    return Quadrature(
+        x=x, w=w, logq=lq, h=h, mode=mode, sigma=sigma, error=err, converged=bool(err <= tol)
+    )
 
 
 # ------------------------------------------------------------------ posterior moments
+
 
 def s_moments(quad: Quadrature) -> dict[str, float]:
     """Posterior mean, std of s and mode s* of the log-s density (u_one-loop = g_w s*)."""
     s = np.exp(quad.x)
     mean = quad.w @ s
-    return {"s_mean": float(mean), "s_std": float(np.sqrt(quad.w @ (s - mean) ** 2)),
-            "s_mode": float(np.exp(quad.mode))}
+    return {
+        "s_mean": float(mean),
+        "s_std": float(np.sqrt(quad.w @ (s - mean) ** 2)),
+        "s_mode": float(np.exp(quad.mode)),
+    }
 
 
 def _grid_arrays(prob, quad):
@@ -281,8 +306,9 @@ def with_chi(prob: LinearProblem, chi: float) -> LinearProblem:
     return dataclasses.replace(prob, chi=float(chi))
 
 
-def posterior(spec: NetworkSpec, data: Dataset, tol: float = 1e-12,
-              prob: LinearProblem | None = None) -> dict:
+def posterior(
+    spec: NetworkSpec, data: Dataset, tol: float = 1e-12, prob: LinearProblem | None = None
+) -> dict:
     """Everything exact for one spec: s moments, outputs, hidden kernel, quadrature diagnostics.
 
     prob: a prepared problem for the same data, g_v, g_w, N, kappa (its chi is replaced).
@@ -295,6 +321,7 @@ def posterior(spec: NetworkSpec, data: Dataset, tol: float = 1e-12,
 
 
 # ------------------------------------------------------------------ exact i.i.d. draws
+
 
 class OutputDraws(NamedTuple):
     """Exact posterior draws: f_train (n, P), f_test (n, P*), s (n,)."""
@@ -311,15 +338,14 @@ def _envelope(prob, quad):
     small = np.abs(dl) < 1e-12
     frac = np.where(small, 1.0, np.expm1(dl) / np.where(small, 1.0, dl))
     mass = h * np.exp(lq[:-1]) * frac  # (n-1,) cell masses of q
-    t = (np.arange(1, 16) / 16.0)  # interior check points
+    t = np.arange(1, 16) / 16.0  # interior check points
     xc = (x[:-1, None] + h * t).ravel()
     lqc = (lq[:-1, None] + dl[:, None] * t).ravel()
     logM = float(np.max(log_ratio(prob, xc, quad.mode) - lqc)) + 1e-3
     return dl, mass / mass.sum(), max(logM, 1e-3)
 
 
-def draw_s(prob: LinearProblem, quad: Quadrature, n: int,
-           rng: np.random.Generator) -> np.ndarray:
+def draw_s(prob: LinearProblem, quad: Quadrature, n: int, rng: np.random.Generator) -> np.ndarray:
     """n exact draws of s by rejection from a piecewise-exponential envelope of p(log s | y)."""
     dl, pc, logM = _envelope(prob, quad)
     out, worst = [], -np.inf
@@ -338,8 +364,9 @@ def draw_s(prob: LinearProblem, quad: Quadrature, n: int,
     return np.exp(np.concatenate(out)[:n])
 
 
-def draw_given_s(prob: LinearProblem, s: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_given_s(
+    prob: LinearProblem, s: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Joint GP posterior draws of (f_train, f_test) given s (Matheron's rule), (n, P), (n, P*)."""
     n, P = s.size, prob.y.size
     u = prob.g_w * s[:, None]  # (n, 1)

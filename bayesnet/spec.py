@@ -4,6 +4,7 @@ Conventions (shared with `theory`, docs/conventions.md): v_i ~ N(0, g_v/D I),
 w_i ~ N(0, g_w/(chi N)), y ~ N(f(x), kappa/chi).  chi = 1 is standard (NTK/NNGP) scaling,
 chi = N mean-field.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,10 @@ class NetworkSpec:
 
     def __post_init__(self) -> None:
         w = self.width
-        if isinstance(w, bool) or not isinstance(w, (int,)) and not (
-            isinstance(w, float) and w.is_integer()
+        if (
+            isinstance(w, bool)
+            or not isinstance(w, (int,))
+            and not (isinstance(w, float) and w.is_integer())
         ):
             raise ValueError(f"width must be a positive integer, got {w!r}")
         if int(w) < 1:

@@ -6,6 +6,7 @@ tells a stranger what each number is.  Pure numpy/xarray: samplers, `theory` and
 call it where they build their outputs.  Units: network outputs f are in the units of the labels
 y ("y"), variances in "y^2"; "1" marks a dimensionless number (CF convention).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,19 +15,19 @@ import xarray as xr
 # Definitions the reports and figures quote; stored as attributes of the comparison results.
 DEFINITIONS = {
     "signed_discrepancy": "Delta = (1/P) sum_a y_a (y_a - <f_a>), labels y = +-1: the mean "
-                          "training (or test) error along the labels, 0 for a perfect fit",
+    "training (or test) error along the labels, 0 for a perfect fit",
     "z": "z = (theory - sample) / MCSE, MCSE the Monte-Carlo standard error of the sample mean",
     "max_abs_z": "largest |z| over every observable (mean outputs, discrepancies, variances, "
-                 "kernel scalars) and every point",
+    "kernel scalars) and every point",
     "relerr": "||theory - sample|| / ||sample|| of the posterior mean train outputs",
     "flagged": "1 where max |z| > 4: the theory is off by more than Monte-Carlo error",
     "best": "the theory with the smallest max |z|, excluding exact (ground truth for linear "
-            "networks); 'none within MC error' when every theory is flagged",
+    "networks); 'none within MC error' when every theory is flagged",
     "kernel_change": "absolute posterior values, in tables and figures alike; the figures' "
-                     "dashed line is the prior (NNGP) kernel's value, so the change from the "
-                     "prior is the distance to that line",
+    "dashed line is the prior (NNGP) kernel's value, so the change from the "
+    "prior is the distance to that line",
     "chi": "scaling of the readout prior: w ~ N(0, g_w/(chi N)), noise kappa/chi; chi = 1 "
-           "standard, chi = N mean-field",
+    "standard, chi = N mean-field",
 }
 
 # Per-point and scalar observables shared by samples, theory and comparison.
@@ -62,11 +63,15 @@ PER_DRAW = {
 VARIABLES: dict[str, tuple[str, str]] = {
     **_BASE,
     # raw data and sampler output
-    "X": ("training inputs", "1"), "X_test": ("test inputs", "1"),
-    "y": ("training labels", "y"), "y_test": ("test labels", "y"),
+    "X": ("training inputs", "1"),
+    "X_test": ("test inputs", "1"),
+    "y": ("training labels", "y"),
+    "y_test": ("test labels", "y"),
     "diverging": ("divergent NUTS transition (1 = yes)", "1"),
-    "tree_depth": ("NUTS tree depth", "1"), "n_steps": ("leapfrog steps per draw", "1"),
-    "step_size": ("NUTS step size", "1"), "energy": ("Hamiltonian energy", "1"),
+    "tree_depth": ("NUTS tree depth", "1"),
+    "n_steps": ("leapfrog steps per draw", "1"),
+    "step_size": ("NUTS step size", "1"),
+    "energy": ("Hamiltonian energy", "1"),
     "acceptance_rate": ("mean acceptance probability of the transition", "1"),
     "lp": ("log posterior density (up to a constant)", "1"),
     "log_s": ("log of the readout scale s = chi |w|^2 / g_w (exact sampler)", "1"),
@@ -85,16 +90,22 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "max_rhat": ("largest rank-normalised R-hat over every observable", "1"),
     "min_ess_bulk": ("smallest bulk effective sample size over every observable", "1"),
     "min_ess_tail": ("smallest tail effective sample size over every observable", "1"),
-    "verdict": ("diagnostics verdict: ok, or warn (R-hat > 1.01, bulk ESS < 400, divergences "
-                "or E-BFMI < 0.2)", ""),
+    "verdict": (
+        "diagnostics verdict: ok, or warn (R-hat > 1.01, bulk ESS < 400, divergences "
+        "or E-BFMI < 0.2)",
+        "",
+    ),
     "reasons": ("why the diagnostics verdict is warn (empty when ok)", ""),
     "draws": ("draws of the observable with the worst R-hat", "y"),
     # comparison
     "max_abs_z": ("largest |z| = |theory - sample|/MCSE over every observable and point", "1"),
     "flagged": ("theory off by more than 4 MCSE somewhere (1 = yes)", "1"),
     "relerr": ("relative error ||theory - sample|| / ||sample|| of the mean train outputs", "1"),
-    "best_method": ("theory with the smallest max |z| (exact excluded); 'none within MC error' "
-                    "when all are flagged", ""),
+    "best_method": (
+        "theory with the smallest max |z| (exact excluded); 'none within MC error' "
+        "when all are flagged",
+        "",
+    ),
     # finite-width ladder
     "relerr_mcse": ("Monte-Carlo standard error of the relative error", "1"),
 }
@@ -111,19 +122,28 @@ SUFFIXES = {
 COORDINATES = {
     "chi": ("readout-prior scaling chi (1 standard, N mean-field)", "1"),
     "theory": ("theory (prediction method)", ""),
-    "train": ("training point index", ""), "train_": ("training point index (second)", ""),
-    "test": ("test point index", ""), "feature": ("input feature index", ""),
-    "chain": ("Markov chain", ""), "draw": ("draw within a chain", ""),
+    "train": ("training point index", ""),
+    "train_": ("training point index (second)", ""),
+    "test": ("test point index", ""),
+    "feature": ("input feature index", ""),
+    "chain": ("Markov chain", ""),
+    "draw": ("draw within a chain", ""),
     "diagnostic": ("convergence diagnostic (R-hat, bulk/tail ESS, MCSE of the mean)", ""),
-    "observable": ("observable", ""), "width": ("hidden width N", "1"),
+    "observable": ("observable", ""),
+    "width": ("hidden width N", "1"),
     "chi_rule": ("how chi is set from the width (e.g. 1 or N)", ""),
     # grid axes of a sweep (analysis.collect)
-    "network": ("network name in the config", ""), "activation": ("activation phi", ""),
-    "g_v": ("input-weight prior gain g_v", "1"), "g_w": ("readout prior gain g_w", "1"),
+    "network": ("network name in the config", ""),
+    "activation": ("activation phi", ""),
+    "g_v": ("input-weight prior gain g_v", "1"),
+    "g_w": ("readout prior gain g_w", "1"),
     "kappa": ("noise scale kappa (likelihood variance kappa/chi)", "1"),
-    "n_train": ("number of training points P", "1"), "n_test": ("number of test points P*", "1"),
-    "dim": ("input dimension D", "1"), "flip": ("spin-flip probability of the Ising task", "1"),
-    "seed": ("data seed", ""), "data_name": ("data set", ""),
+    "n_train": ("number of training points P", "1"),
+    "n_test": ("number of test points P*", "1"),
+    "dim": ("input dimension D", "1"),
+    "flip": ("spin-flip probability of the Ising task", "1"),
+    "seed": ("data seed", ""),
+    "data_name": ("data set", ""),
 }
 
 

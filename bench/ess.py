@@ -5,6 +5,7 @@ initial monotone sequences on FFT autocovariances -- the same estimator as
 `arviz_stats.ess(x, method="bulk")` (checked in tests/test_bench_tools.py), and the MCSE of a mean
 (`mcse_mean`, equal to `arviz_stats.mcse(x, method="mean")`).  numpy + scipy only.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,7 +53,7 @@ def ess_geyer(x: np.ndarray) -> float:
             rho_t[t + 1] = rho_t[t + 2] = (rho_t[t - 1] + rho_t[t]) / 2.0
         t += 2
     n = n_chain * n_draw
-    tau = -1.0 + 2.0 * np.sum(rho_t[: max_t + 1]) + np.sum(rho_t[max_t + 1: max_t + 2])
+    tau = -1.0 + 2.0 * np.sum(rho_t[: max_t + 1]) + np.sum(rho_t[max_t + 1 : max_t + 2])
     tau = max(tau, 1.0 / np.log10(n))
     return float(n / tau)
 

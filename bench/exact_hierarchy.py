@@ -6,6 +6,7 @@ The theory side is theory.predict (equations in docs/rescaling.md).
 
     .venv/bin/python bench/exact_hierarchy.py [--n-train 64 --dim 32 --kappa 0.5 --flip 0.1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,13 +42,21 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256, 1024])
     args = ap.parse_args(argv)
-    data = ising(n_train=args.n_train, n_test=args.n_test, dim=args.dim, flip=args.flip,
-                 seed=args.seed)
-    print(f"ising P={args.n_train} P*={args.n_test} D={args.dim} flip={args.flip} "
-          f"kappa={args.kappa} g_v=g_w=1; rel. error vs exact: train outputs | test outputs"
-          f" | y^T K y (one loop, sec 5.4)")
-    head = "| N | chi | " + " | ".join(METHODS) + " | test: " + " | ".join(METHODS) + \
-        " | kernel 1-loop | s_std |"
+    data = ising(
+        n_train=args.n_train, n_test=args.n_test, dim=args.dim, flip=args.flip, seed=args.seed
+    )
+    print(
+        f"ising P={args.n_train} P*={args.n_test} D={args.dim} flip={args.flip} "
+        f"kappa={args.kappa} g_v=g_w=1; rel. error vs exact: train outputs | test outputs"
+        f" | y^T K y (one loop, sec 5.4)"
+    )
+    head = (
+        "| N | chi | "
+        + " | ".join(METHODS)
+        + " | test: "
+        + " | ".join(METHODS)
+        + " | kernel 1-loop | s_std |"
+    )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     t_exact = 0.0

@@ -26,6 +26,7 @@ memory (peak RSS in a subprocess).
     .venv/bin/python bench/samplers.py --sections pergrad --out r.json
     .venv/bin/python bench/samplers.py --markdown r.json             # tables for BENCHMARKS.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,17 +55,31 @@ bn.enable_float64()  # the hand-written baseline runs in float64, like bayesnet.
 
 # ------------------------------------------------------------------ figure of merit
 
+
 def row(method, compile_s, sample_s, grads, fm, kt, **extra):
     """One result: wall, gradients, ESS, MCSE and cost per unit precision of f-bar and yKy."""
     wall = compile_s + sample_s
     e_f, e_k = ess_bulk(fm), ess_bulk(kt)
     m_f, m_k = mcse_mean(fm), mcse_mean(kt)
-    return {"method": method, "compile_s": compile_s, "sample_s": sample_s, "wall_s": wall,
-            "grads": int(grads), "ess_f": e_f, "ess_k": e_k, "mcse_f": m_f, "mcse_k": m_k,
-            "cost_f": wall * m_f**2, "cost_k": wall * m_k**2,
-            "cost_f_run": sample_s * m_f**2, "cost_k_run": sample_s * m_k**2,
-            "ess_per_s": min(e_f, e_k) / wall, "mean_f": float(np.mean(fm)),
-            "mean_k": float(np.mean(kt)), **extra}
+    return {
+        "method": method,
+        "compile_s": compile_s,
+        "sample_s": sample_s,
+        "wall_s": wall,
+        "grads": int(grads),
+        "ess_f": e_f,
+        "ess_k": e_k,
+        "mcse_f": m_f,
+        "mcse_k": m_k,
+        "cost_f": wall * m_f**2,
+        "cost_k": wall * m_k**2,
+        "cost_f_run": sample_s * m_f**2,
+        "cost_k_run": sample_s * m_k**2,
+        "ess_per_s": min(e_f, e_k) / wall,
+        "mean_f": float(np.mean(fm)),
+        "mean_k": float(np.mean(kt)),
+        **extra,
+    }
 
 
 def observables(z_V, z_w, X, y_hat, spec):
@@ -101,12 +116,19 @@ def baseline_model(spec, data):
 
 # ------------------------------------------------------------------ methods
 
+
 def run_baseline(spec, data, chains, warmup, draws, seed):
     from numpyro.infer import MCMC, NUTS
 
     X, y = jnp.asarray(data.X), jnp.asarray(data.y)
-    mcmc = MCMC(NUTS(baseline_model(spec, data)), num_warmup=warmup, num_samples=draws,
-                num_chains=chains, chain_method="vectorized", progress_bar=False)
+    mcmc = MCMC(
+        NUTS(baseline_model(spec, data)),
+        num_warmup=warmup,
+        num_samples=draws,
+        num_chains=chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
     t0 = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed + 1), X, y, extra_fields=("num_steps",))
     jax.block_until_ready(mcmc.get_samples())
@@ -123,14 +145,29 @@ def run_baseline(spec, data, chains, warmup, draws, seed):
 
 
 def run_bayesnet(method, spec, data, chains, warmup, draws, seed, **kw):
-    tree = bn.sample(spec, data, method=method, chains=chains, warmup=warmup, draws=draws,
-                     seed=seed, progress=False, **kw)
+    tree = bn.sample(
+        spec,
+        data,
+        method=method,
+        chains=chains,
+        warmup=warmup,
+        draws=draws,
+        seed=seed,
+        progress=False,
+        **kw,
+    )
     post = tree["posterior"]
     name = method if kw.get("algorithm", "nuts") == "nuts" else kw["algorithm"]
     grads = tree.attrs.get("timing_n_grad", 0)
-    return row(name, tree.attrs["timing_compile_s"], tree.attrs["timing_sample_s"], grads,
-               post["f_train"].values.mean(-1), post["kernel_target"].values,
-               chain_method=tree.attrs["chain_method"])
+    return row(
+        name,
+        tree.attrs["timing_compile_s"],
+        tree.attrs["timing_sample_s"],
+        grads,
+        post["f_train"].values.mean(-1),
+        post["kernel_target"].values,
+        chain_method=tree.attrs["chain_method"],
+    )
 
 
 _BJ_CACHE: dict = {}
@@ -147,12 +184,17 @@ def run_blackjax(spec, data, chains, warmup, draws, seed):
     def logp(z, th):
         f = phi(X @ (z["z_V"] * jnp.sqrt(th[0] / D)).T) @ (z["z_w"] * jnp.sqrt(th[1] / (th[2] * N)))
         noise = th[3] / th[2]
-        return (-0.5 * jnp.sum(z["z_V"] ** 2) - 0.5 * jnp.sum(z["z_w"] ** 2)
-                - 0.5 * jnp.sum((y - f) ** 2) / noise - 0.5 * y.size * jnp.log(noise))
+        return (
+            -0.5 * jnp.sum(z["z_V"] ** 2)
+            - 0.5 * jnp.sum(z["z_w"] ** 2)
+            - 0.5 * jnp.sum((y - f) ** 2) / noise
+            - 0.5 * y.size * jnp.log(noise)
+        )
 
     th = jnp.array([spec.g_v, spec.g_w, spec.chi, spec.kappa])
     key = (spec.width, spec.activation, X.shape, chains, warmup, draws)
     if key not in _BJ_CACHE:
+
         def run(rng, z0, th):
             ld = lambda z: logp(z, th)  # noqa: E731
 
@@ -191,11 +233,13 @@ def run_blackjax(spec, data, chains, warmup, draws, seed):
 
 
 def _print(r, prefix=""):
-    print(f"{prefix}{r['method']:9s} wall {r['wall_s']:7.2f}s (compile {r['compile_s']:5.1f}) "
-          f"grads {r['grads']:9d} ESS f {r['ess_f']:7.1f} K {r['ess_k']:7.1f} ESS/s "
-          f"{r['ess_per_s']:8.2f} | cost f {r['cost_f']:.2e} K {r['cost_k']:.2e} | gain f "
-          f"{r.get('gain_f', float('nan')):8.1f} K {r.get('gain_k', float('nan')):8.1f}",
-          flush=True)
+    print(
+        f"{prefix}{r['method']:9s} wall {r['wall_s']:7.2f}s (compile {r['compile_s']:5.1f}) "
+        f"grads {r['grads']:9d} ESS f {r['ess_f']:7.1f} K {r['ess_k']:7.1f} ESS/s "
+        f"{r['ess_per_s']:8.2f} | cost f {r['cost_f']:.2e} K {r['cost_k']:.2e} | gain f "
+        f"{r.get('gain_f', float('nan')):8.1f} K {r.get('gain_k', float('nan')):8.1f}",
+        flush=True,
+    )
 
 
 def _gains(rows):
@@ -206,14 +250,16 @@ def _gains(rows):
 
 # ------------------------------------------------------------------ sections
 
+
 def comparison(args):
     out = []
     data = bn.ising(n_train=args.P, n_test=args.P_test, dim=args.D, flip=0.1, seed=0)
     for act in args.activations:
         for N in args.widths:
             for chi_name in ("1", "N"):
-                spec = bn.NetworkSpec(width=N, activation=act, chi=1.0 if chi_name == "1" else N,
-                                      kappa=args.kappa)
+                spec = bn.NetworkSpec(
+                    width=N, activation=act, chi=1.0 if chi_name == "1" else N, kappa=args.kappa
+                )
                 kw = dict(chains=args.chains, warmup=args.warmup, draws=args.draws, seed=1)
                 rows = [] if args.no_baseline else [run_baseline(spec, data, **kw)]
                 for m in ("full", "collapsed"):
@@ -246,8 +292,13 @@ def per_gradient(args):
         for method in args.pergrad_methods:
             spec = bn.NetworkSpec(width=N, activation="erf", chi=1.0, kappa=args.kappa)
             for cm in ("vectorized", "sequential"):
-                opts = sampling.check_options(method, chains=args.chains, warmup=args.pg_warmup,
-                                              draws=args.pg_draws, chain_method=cm)
+                opts = sampling.check_options(
+                    method,
+                    chains=args.chains,
+                    warmup=args.pg_warmup,
+                    draws=args.pg_draws,
+                    chain_method=cm,
+                )
                 cfg = sampling.run_config(spec, opts)
                 d, th = sampling.data_arrays(data), sampling.theta_arrays(spec)
                 keys, z0 = sampling.initial_positions(spec, data, opts)
@@ -257,14 +308,25 @@ def per_gradient(args):
                 else:  # bayesnet's collapsed model with data and settings closed over, by hand
                     model = functools.partial(MODELS[method][0](N, "erf"), d, th)
                     margs = ()
-                mcmc = MCMC(NUTS(model), num_warmup=opts.warmup, num_samples=opts.draws,
-                            num_chains=opts.chains, chain_method=cm, progress_bar=False)
+                mcmc = MCMC(
+                    NUTS(model),
+                    num_warmup=opts.warmup,
+                    num_samples=opts.draws,
+                    num_chains=opts.chains,
+                    chain_method=cm,
+                    progress_bar=False,
+                )
                 init = z0 if opts.chains > 1 else jax.tree.map(lambda a: a[0], z0)
 
                 def run_mcmc(rep, mcmc=mcmc, init=init, margs=margs):
                     t0 = time.perf_counter()
-                    mcmc.warmup(jax.random.PRNGKey(rep), *margs, init_params=init,
-                                extra_fields=("num_steps",), collect_warmup=True)
+                    mcmc.warmup(
+                        jax.random.PRNGKey(rep),
+                        *margs,
+                        init_params=init,
+                        extra_fields=("num_steps",),
+                        collect_warmup=True,
+                    )
                     g = np.asarray(mcmc.get_extra_fields()["num_steps"]).sum()
                     mcmc.run(jax.random.PRNGKey(rep + 1), *margs, extra_fields=("num_steps",))
                     jax.block_until_ready(mcmc.get_samples())
@@ -283,15 +345,26 @@ def per_gradient(args):
                     a.append(run_mcmc(rep))
                     b.append(run_engine(rep))
                 ratio = np.array(b) / np.array(a)
-                r = {"width": N, "P": P, "method": method, "chain_method": cm,
-                     "chains": opts.chains, "mcmc_us_per_grad": 1e6 * float(np.median(a)),
-                     "engine_us_per_grad": 1e6 * float(np.median(b)),
-                     "ratio_median": float(np.median(ratio)), "ratio_min": float(ratio.min()),
-                     "ratio_max": float(ratio.max()), "load": os.getloadavg()[0]}
-                print(f"pergrad N={N} P={P} {method:9s} {cm:10s}: engine/MCMC per gradient "
-                      f"{r['ratio_median']:.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] "
-                      f"({r['engine_us_per_grad']:.0f} vs {r['mcmc_us_per_grad']:.0f} us, "
-                      f"load {r['load']:.1f})", flush=True)
+                r = {
+                    "width": N,
+                    "P": P,
+                    "method": method,
+                    "chain_method": cm,
+                    "chains": opts.chains,
+                    "mcmc_us_per_grad": 1e6 * float(np.median(a)),
+                    "engine_us_per_grad": 1e6 * float(np.median(b)),
+                    "ratio_median": float(np.median(ratio)),
+                    "ratio_min": float(ratio.min()),
+                    "ratio_max": float(ratio.max()),
+                    "load": os.getloadavg()[0],
+                }
+                print(
+                    f"pergrad N={N} P={P} {method:9s} {cm:10s}: engine/MCMC per gradient "
+                    f"{r['ratio_median']:.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] "
+                    f"({r['engine_us_per_grad']:.0f} vs {r['mcmc_us_per_grad']:.0f} us, "
+                    f"load {r['load']:.1f})",
+                    flush=True,
+                )
                 out.append(r)
     return out
 
@@ -314,13 +387,26 @@ def marginal(args):
         X, y = jnp.asarray(data.X), jnp.asarray(data.y)
         mc = {}
         for S in (short, long):
-            m = MCMC(NUTS(baseline_model(spec, data)), num_warmup=args.pg_warmup, num_samples=S,
-                     num_chains=args.chains, chain_method="vectorized", progress_bar=False)
+            m = MCMC(
+                NUTS(baseline_model(spec, data)),
+                num_warmup=args.pg_warmup,
+                num_samples=S,
+                num_chains=args.chains,
+                chain_method="vectorized",
+                progress_bar=False,
+            )
             m.warmup(jax.random.PRNGKey(0), X, y)
             mc[S] = (m, m.post_warmup_state)
-        opts = {S: sampling.check_options("full", chains=args.chains, warmup=args.pg_warmup,
-                                          draws=S, chain_method="vectorized")
-                for S in (short, long)}
+        opts = {
+            S: sampling.check_options(
+                "full",
+                chains=args.chains,
+                warmup=args.pg_warmup,
+                draws=S,
+                chain_method="vectorized",
+            )
+            for S in (short, long)
+        }
         d, th = sampling.data_arrays(data), sampling.theta_arrays(spec)
         keys, z0 = sampling.initial_positions(spec, data, opts[short])
         cfg = sampling.run_config(spec, opts[short])
@@ -346,13 +432,23 @@ def marginal(args):
             (ts, gs), (tl, gl) = t_engine(short, rep), t_engine(long, rep)
             b.append((tl - ts) / (gl - gs))
         ratio = np.array(b) / np.array(a)
-        r = {"width": N, "P": P, "chains": args.chains, "mcmc_us_per_grad": 1e6 * np.median(a),
-             "engine_us_per_grad": 1e6 * np.median(b), "ratio_median": float(np.median(ratio)),
-             "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max()),
-             "load": os.getloadavg()[0]}
-        print(f"marginal N={N} P={P}: engine/MCMC execution per gradient {r['ratio_median']:.2f}"
-              f" [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] ({r['engine_us_per_grad']:.0f} vs "
-              f"{r['mcmc_us_per_grad']:.0f} us, load {r['load']:.1f})", flush=True)
+        r = {
+            "width": N,
+            "P": P,
+            "chains": args.chains,
+            "mcmc_us_per_grad": 1e6 * np.median(a),
+            "engine_us_per_grad": 1e6 * np.median(b),
+            "ratio_median": float(np.median(ratio)),
+            "ratio_min": float(ratio.min()),
+            "ratio_max": float(ratio.max()),
+            "load": os.getloadavg()[0],
+        }
+        print(
+            f"marginal N={N} P={P}: engine/MCMC execution per gradient {r['ratio_median']:.2f}"
+            f" [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] ({r['engine_us_per_grad']:.0f} vs "
+            f"{r['mcmc_us_per_grad']:.0f} us, load {r['load']:.1f})",
+            flush=True,
+        )
         out.append(r)
     return out
 
@@ -361,13 +457,16 @@ def many_chains(args):
     """Collapsed NUTS vs ChEES-HMC: cost per unit precision at several chain counts."""
     out = []
     data = bn.ising(n_train=args.P, n_test=args.P_test, dim=args.D, flip=0.1, seed=0)
-    spec = bn.NetworkSpec(width=args.chains_width, activation="erf", chi=float(args.chains_width),
-                          kappa=args.kappa)
+    spec = bn.NetworkSpec(
+        width=args.chains_width, activation="erf", chi=float(args.chains_width), kappa=args.kappa
+    )
     for C in args.chain_counts:
         draws = max(args.chains_min_draws, args.chains_total_draws // C)
         kw = dict(chains=C, warmup=args.warmup, draws=draws, seed=2)
-        rows = [run_bayesnet("collapsed", spec, data, chain_method="vectorized", **kw),
-                run_bayesnet("collapsed", spec, data, algorithm="chees", **kw)]
+        rows = [
+            run_bayesnet("collapsed", spec, data, chain_method="vectorized", **kw),
+            run_bayesnet("collapsed", spec, data, algorithm="chees", **kw),
+        ]
         if C <= 8:
             rows.insert(1, run_bayesnet("collapsed", spec, data, chain_method="sequential", **kw))
             rows[1]["method"] = "collapsed-seq"
@@ -388,6 +487,7 @@ def _time_grad(fn, z, reps_target_s=0.3):
             z, acc = carry
             v, g = vg(z)
             return jax.tree.map(lambda a, b: a + 1e-30 * b, z, g), acc + v
+
         return jax.lax.fori_loop(0, reps, body, (z, 0.0))
 
     loop = jax.jit(loop, static_argnums=1)
@@ -407,8 +507,12 @@ def _loglik_space(Phi, y, s, noise, space):
     if space == "weight":
         L = jnp.linalg.cholesky(jnp.eye(N) / s + Phi.T @ Phi / noise)
         b = jax.scipy.linalg.solve_triangular(L, Phi.T @ y, lower=True) / noise
-        return -0.5 * ((y @ y - noise * b @ b) / noise + 2 * jnp.sum(jnp.log(jnp.diag(L)))
-                       + N * jnp.log(s) + P * jnp.log(noise))
+        return -0.5 * (
+            (y @ y - noise * b @ b) / noise
+            + 2 * jnp.sum(jnp.log(jnp.diag(L)))
+            + N * jnp.log(s)
+            + P * jnp.log(noise)
+        )
     L = jnp.linalg.cholesky(s * Phi @ Phi.T + noise * jnp.eye(P))
     c = jax.scipy.linalg.solve_triangular(L, y, lower=True)
     return -0.5 * (c @ c + 2 * jnp.sum(jnp.log(jnp.diag(L))))
@@ -440,18 +544,27 @@ def scaling(args):
         data = bn.ising(n_train=P, n_test=8, dim=D, flip=0.1, seed=0)
         spec = bn.NetworkSpec(width=N, activation="erf", chi=1.0, kappa=kappa)
         d, th = sampling.data_arrays(data), sampling.theta_arrays(spec)
-        z = {"z_V": jax.random.normal(jax.random.PRNGKey(0), (N, D)),
-             "z_w": jax.random.normal(jax.random.PRNGKey(1), (N,))}
+        z = {
+            "z_V": jax.random.normal(jax.random.PRNGKey(0), (N, D)),
+            "z_w": jax.random.normal(jax.random.PRNGKey(1), (N,)),
+        }
         for method in ("full", "collapsed"):
             model = MODELS[method][0](N, "erf")
             zz = z if method == "full" else {"z_V": z["z_V"]}
-            fns.append(((method, N, P), (lambda zz, model=model, d=d, th=th:
-                                         potential_energy(model, (d, th), {}, zz)), zz))
+            fns.append(
+                (
+                    (method, N, P),
+                    (lambda zz, model=model, d=d, th=th: potential_energy(model, (d, th), {}, zz)),
+                    zz,
+                )
+            )
         if abs(np.log2(N / P)) <= 2:  # both collapsed branches near the switch N = P
             for space in ("weight", "function"):
+
                 def pot(zz, d=d, th=th, N=N, space=space):
                     Phi = jax.scipy.special.erf(d["X"] @ (zz["z_V"] * jnp.sqrt(1.0 / D)).T)
                     return -_loglik_space(Phi, d["y"], 1.0 / N, kappa, space)
+
                 fns.append(((space, N, P), pot, {"z_V": z["z_V"]}))
     best: dict = {}
     for _ in range(args.scaling_passes):
@@ -460,27 +573,53 @@ def scaling(args):
     out = []
     for (method, N, P), sec in sorted(best.items(), key=lambda kv: kv[0]):
         fl = 3 * _flops(method, N, P, D)
-        out.append({"method": method, "width": N, "P": P, "D": D, "us_per_grad": 1e6 * sec,
-                    "gflop": fl / 1e9, "gflops_per_s": fl / sec / 1e9})
-        print(f"scaling {method:9s} N={N:5d} P={P:4d}: {1e6 * sec:9.1f} us/grad, "
-              f"{fl / 1e6:9.2f} Mflop, {fl / sec / 1e9:6.2f} Gflop/s", flush=True)
+        out.append(
+            {
+                "method": method,
+                "width": N,
+                "P": P,
+                "D": D,
+                "us_per_grad": 1e6 * sec,
+                "gflop": fl / 1e9,
+                "gflops_per_s": fl / sec / 1e9,
+            }
+        )
+        print(
+            f"scaling {method:9s} N={N:5d} P={P:4d}: {1e6 * sec:9.1f} us/grad, "
+            f"{fl / 1e6:9.2f} Mflop, {fl / sec / 1e9:6.2f} Gflop/s",
+            flush=True,
+        )
     for P in args.scaling_P:  # exact: cost per draw, width-independent
         data = bn.ising(n_train=P, n_test=8, dim=D, flip=0.1, seed=0)
         spec = bn.NetworkSpec(width=256, activation="linear", chi=1.0, kappa=kappa)
         r = run_bayesnet("exact", spec, data, chains=4, warmup=0, draws=500, seed=3)
         r = run_bayesnet("exact", spec, data, chains=4, warmup=0, draws=500, seed=4)
-        out.append({"method": "exact", "width": 256, "P": P, "D": D,
-                    "us_per_draw": 1e6 * r["sample_s"] / 2000, "cost_f": r["cost_f_run"],
-                    "cost_k": r["cost_k_run"]})
+        out.append(
+            {
+                "method": "exact",
+                "width": 256,
+                "P": P,
+                "D": D,
+                "us_per_draw": 1e6 * r["sample_s"] / 2000,
+                "cost_f": r["cost_f_run"],
+                "cost_k": r["cost_k_run"],
+            }
+        )
         print(f"scaling exact P={P}: {out[-1]['us_per_draw']:.1f} us/draw", flush=True)
     # exponents: log-log least squares of time per gradient along each axis
     fits = {}
     for method in ("full", "collapsed"):
-        for axis, fixed, values in (("N", ("P", 64), args.scaling_N),
-                                    ("P", ("width", 256), args.scaling_P)):
-            pts = [(x["width"] if axis == "N" else x["P"], x["us_per_grad"]) for x in out
-                   if x["method"] == method and x[fixed[0]] == fixed[1]
-                   and (x["width"] if axis == "N" else x["P"]) in values]
+        for axis, fixed, values in (
+            ("N", ("P", 64), args.scaling_N),
+            ("P", ("width", 256), args.scaling_P),
+        ):
+            pts = [
+                (x["width"] if axis == "N" else x["P"], x["us_per_grad"])
+                for x in out
+                if x["method"] == method
+                and x[fixed[0]] == fixed[1]
+                and (x["width"] if axis == "N" else x["P"]) in values
+            ]
             if len(pts) >= 2:
                 a = np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)[0]
                 fits[f"{method}_{axis}"] = float(a)
@@ -495,12 +634,16 @@ def exact_scaling(args):
     for N in (64, 1024, 16384, 10**6):
         for chi in (1.0, float(N)):
             spec = bn.NetworkSpec(width=N, activation="linear", chi=chi, kappa=args.kappa)
-            r = run_bayesnet("exact", spec, data, chains=4, warmup=0, draws=args.exact_draws,
-                             seed=2)
+            r = run_bayesnet(
+                "exact", spec, data, chains=4, warmup=0, draws=args.exact_draws, seed=2
+            )
             r.update(width=N, chi="1" if chi == 1.0 else "N")
-            print(f"exact N={N:8d} chi={r['chi']} wall {r['wall_s']:.3f}s ESS f "
-                  f"{r['ess_f']:.0f} K {r['ess_k']:.0f} cost f {r['cost_f']:.2e} K "
-                  f"{r['cost_k']:.2e}", flush=True)
+            print(
+                f"exact N={N:8d} chi={r['chi']} wall {r['wall_s']:.3f}s ESS f "
+                f"{r['ess_f']:.0f} K {r['ess_k']:.0f} cost f {r['cost_f']:.2e} K "
+                f"{r['cost_k']:.2e}",
+                flush=True,
+            )
             out.append(r)
     return out
 
@@ -508,19 +651,26 @@ def exact_scaling(args):
 def memory(args):
     """Peak resident memory of runs with N = 1024, P = 512, 4 chains (subprocess)."""
     out = []
-    for method, warmup, draws in (("exact", 0, 1000), ("collapsed", args.memory_warmup,
-                                                        args.memory_draws)):
+    for method, warmup, draws in (
+        ("exact", 0, 1000),
+        ("collapsed", args.memory_warmup, args.memory_draws),
+    ):
         code = (
             "import resource, bayesnet as bn;"
             "d = bn.ising(n_train=512, n_test=64, dim=32, flip=0.1, seed=0);"
             "s = bn.NetworkSpec(width=1024, activation='linear', chi=1024.0, kappa=1.0);"
             f"t = bn.sample(s, d, method='{method}', chains=4, warmup={warmup}, draws={draws},"
             f" max_tree_depth={args.memory_depth}, progress=False);"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        )
         t0 = time.perf_counter()
         try:
-            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 timeout=args.memory_timeout)
+            res = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                timeout=args.memory_timeout,
+            )
         except subprocess.TimeoutExpired:
             print(f"memory {method}: over the {args.memory_timeout} s budget", flush=True)
             out.append({"method": method, "timeout_s": args.memory_timeout})
@@ -529,8 +679,14 @@ def memory(args):
             print(res.stderr[-2000:])
             continue
         mb = float(res.stdout.strip().splitlines()[-1])
-        r = {"method": method, "peak_rss_mb": mb, "wall_s": time.perf_counter() - t0,
-             "warmup": warmup, "draws": draws, "max_tree_depth": args.memory_depth}
+        r = {
+            "method": method,
+            "peak_rss_mb": mb,
+            "wall_s": time.perf_counter() - t0,
+            "warmup": warmup,
+            "draws": draws,
+            "max_tree_depth": args.memory_depth,
+        }
         print(f"memory {method}: peak RSS {mb:.0f} MB ({r['wall_s']:.0f} s)", flush=True)
         out.append(r)
     return out
@@ -538,12 +694,20 @@ def memory(args):
 
 def machine():
     import numpyro
-    info = {"python": platform.python_version(), "jax": jax.__version__,
-            "numpyro": numpyro.__version__, "numpy": np.__version__,
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "device": str(jax.devices()[0]), "load_avg_start": os.getloadavg()}
+
+    info = {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "numpyro": numpyro.__version__,
+        "numpy": np.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "device": str(jax.devices()[0]),
+        "load_avg_start": os.getloadavg(),
+    }
     try:
         import blackjax
+
         info["blackjax"] = blackjax.__version__
     except ImportError:
         pass
@@ -552,19 +716,24 @@ def machine():
 
 # ------------------------------------------------------------------ markdown
 
+
 def markdown(path):
     """Markdown tables from a results JSON written by --out (for BENCHMARKS.md)."""
     with open(path) as f:
         r = json.load(f)
     lines = [f"Command: `{r['command']}`", ""]
-    head = ("| method | wall s | grads | ESS f̄ | ESS ŷKŷ | ESS/s | MCSE f̄ | MCSE ŷKŷ | cost f̄ | "
-            "cost ŷKŷ | gain f̄ | gain ŷKŷ |")
+    head = (
+        "| method | wall s | grads | ESS f̄ | ESS ŷKŷ | ESS/s | MCSE f̄ | MCSE ŷKŷ | cost f̄ | "
+        "cost ŷKŷ | gain f̄ | gain ŷKŷ |"
+    )
 
     def cells(x):
-        return (f"{x['method']} | {x['wall_s']:.1f} | {x['grads']} | {x['ess_f']:.0f} | "
-                f"{x['ess_k']:.0f} | {x['ess_per_s']:.1f} | {x['mcse_f']:.1e} | "
-                f"{x['mcse_k']:.1e} | {x['cost_f']:.1e} | {x['cost_k']:.1e} | "
-                f"{x['gain_f']:.3g} | {x['gain_k']:.3g} |")
+        return (
+            f"{x['method']} | {x['wall_s']:.1f} | {x['grads']} | {x['ess_f']:.0f} | "
+            f"{x['ess_k']:.0f} | {x['ess_per_s']:.1f} | {x['mcse_f']:.1e} | "
+            f"{x['mcse_k']:.1e} | {x['cost_f']:.1e} | {x['cost_k']:.1e} | "
+            f"{x['gain_f']:.3g} | {x['gain_k']:.3g} |"
+        )
 
     if "comparison" in r:
         lines += ["| activation | N | χ " + head, "|" + "---|" * 15]
@@ -572,53 +741,76 @@ def markdown(path):
             lines.append(f"| {x['activation']} | {x['width']} | {x['chi']} | " + cells(x))
         lines.append("")
     if "pergrad" in r:
-        lines += ["| N | P | model | chains | engine µs/grad | MCMC µs/grad | engine/MCMC median "
-                  "[min, max] | load |", "|" + "---|" * 8]
+        lines += [
+            "| N | P | model | chains | engine µs/grad | MCMC µs/grad | engine/MCMC median "
+            "[min, max] | load |",
+            "|" + "---|" * 8,
+        ]
         for x in r["pergrad"]:
-            lines.append(f"| {x['width']} | {x['P']} | {x['method']} | {x['chains']} "
-                         f"{x['chain_method']} | {x['engine_us_per_grad']:.0f} | "
-                         f"{x['mcmc_us_per_grad']:.0f} | {x['ratio_median']:.2f} "
-                         f"[{x['ratio_min']:.2f}, {x['ratio_max']:.2f}] | {x['load']:.1f} |")
+            lines.append(
+                f"| {x['width']} | {x['P']} | {x['method']} | {x['chains']} "
+                f"{x['chain_method']} | {x['engine_us_per_grad']:.0f} | "
+                f"{x['mcmc_us_per_grad']:.0f} | {x['ratio_median']:.2f} "
+                f"[{x['ratio_min']:.2f}, {x['ratio_max']:.2f}] | {x['load']:.1f} |"
+            )
         lines.append("")
     if "chains" in r:
-        lines += ["| chains × draws " + head + " cost f̄ w/o compile | cost ŷKŷ w/o compile |",
-                  "|" + "---|" * 15]
+        lines += [
+            "| chains × draws " + head + " cost f̄ w/o compile | cost ŷKŷ w/o compile |",
+            "|" + "---|" * 15,
+        ]
         for x in r["chains"]:
             run_f, run_k = x["sample_s"] * x["mcse_f"] ** 2, x["sample_s"] * x["mcse_k"] ** 2
-            lines.append(f"| {x['chains']} × {x['draws']} | " + cells(x)
-                         + f" {run_f:.1e} | {run_k:.1e} |")
+            lines.append(
+                f"| {x['chains']} × {x['draws']} | " + cells(x) + f" {run_f:.1e} | {run_k:.1e} |"
+            )
         lines.append("")
     if "scaling" in r:
-        lines += ["| model | N | P | µs per gradient (or per exact draw) | Mflop per gradient |"
-                  " Gflop/s |", "|" + "---|" * 6]
+        lines += [
+            "| model | N | P | µs per gradient (or per exact draw) | Mflop per gradient |"
+            " Gflop/s |",
+            "|" + "---|" * 6,
+        ]
         for x in r["scaling"]["rows"]:
             if "us_per_grad" in x:
-                lines.append(f"| {x['method']} | {x['width']} | {x['P']} | "
-                             f"{x['us_per_grad']:.0f} | {1e3 * x['gflop']:.2f} | "
-                             f"{x['gflops_per_s']:.2f} |")
+                lines.append(
+                    f"| {x['method']} | {x['width']} | {x['P']} | "
+                    f"{x['us_per_grad']:.0f} | {1e3 * x['gflop']:.2f} | "
+                    f"{x['gflops_per_s']:.2f} |"
+                )
             else:
-                lines.append(f"| exact | any | {x['P']} | {x['us_per_draw']:.1f} per draw | – "
-                             "| – |")
-        lines += ["", "Fitted exponents (time per gradient ∝ size^a): " + ", ".join(
-            f"{k} {v:.2f}" for k, v in r["scaling"]["exponents"].items()), ""]
+                lines.append(
+                    f"| exact | any | {x['P']} | {x['us_per_draw']:.1f} per draw | – | – |"
+                )
+        lines += [
+            "",
+            "Fitted exponents (time per gradient ∝ size^a): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in r["scaling"]["exponents"].items()),
+            "",
+        ]
     if "exact_scaling" in r:
         lines += ["| N | χ | wall s | ESS f̄ | ESS ŷKŷ | cost f̄ | cost ŷKŷ |", "|" + "---|" * 7]
         for x in r["exact_scaling"]:
-            lines.append(f"| {x['width']} | {x['chi']} | {x['wall_s']:.3f} | {x['ess_f']:.0f} |"
-                         f" {x['ess_k']:.0f} | {x['cost_f']:.1e} | {x['cost_k']:.1e} |")
+            lines.append(
+                f"| {x['width']} | {x['chi']} | {x['wall_s']:.3f} | {x['ess_f']:.0f} |"
+                f" {x['ess_k']:.0f} | {x['cost_f']:.1e} | {x['cost_k']:.1e} |"
+            )
         lines.append("")
     if "memory" in r:
         lines += ["| method | warmup + draws | peak RSS MB | wall s |", "|---|---|---|---|"]
         for x in r["memory"]:
             if "peak_rss_mb" in x:
-                lines.append(f"| {x['method']} | {x['warmup']} + {x['draws']} | "
-                             f"{x['peak_rss_mb']:.0f} | {x['wall_s']:.0f} |")
+                lines.append(
+                    f"| {x['method']} | {x['warmup']} + {x['draws']} | "
+                    f"{x['peak_rss_mb']:.0f} | {x['wall_s']:.0f} |"
+                )
     print("\n".join(lines))
 
 
 def scaling_figure(path, png):
     """Log-log figure of the time per raw gradient against N (P = 64) and P (N = 256)."""
     import matplotlib
+
     matplotlib.use("Agg")  # a script writing a file: no display needed
     import matplotlib.pyplot as plt
 
@@ -627,8 +819,11 @@ def scaling_figure(path, png):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, axis, fixed in ((axes[0], "width", ("P", 64)), (axes[1], "P", ("width", 256))):
         for method in ("full", "collapsed", "weight", "function"):
-            pts = sorted((x[axis], x["us_per_grad"], x["gflop"]) for x in rows
-                         if x["method"] == method and x[fixed[0]] == fixed[1])
+            pts = sorted(
+                (x[axis], x["us_per_grad"], x["gflop"])
+                for x in rows
+                if x["method"] == method and x[fixed[0]] == fixed[1]
+            )
             if len(pts) > 1:
                 ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
         ax.set_xlabel("N (P = 64)" if axis == "width" else "P (N = 256)")
@@ -642,10 +837,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, a few minutes on 2 cores")
     p.add_argument("--out", default=None, help="write all results as JSON here")
-    p.add_argument("--markdown", default=None, metavar="JSON",
-                   help="print the markdown tables of a results JSON and exit")
-    p.add_argument("--figure", nargs=2, default=None, metavar=("JSON", "PNG"),
-                   help="draw the scaling figure of a results JSON and exit")
+    p.add_argument(
+        "--markdown",
+        default=None,
+        metavar="JSON",
+        help="print the markdown tables of a results JSON and exit",
+    )
+    p.add_argument(
+        "--figure",
+        nargs=2,
+        default=None,
+        metavar=("JSON", "PNG"),
+        help="draw the scaling figure of a results JSON and exit",
+    )
     p.add_argument("--sections", default="comparison,pergrad,marginal,chains,scaling,exact,memory")
     p.add_argument("--no-blackjax", action="store_true", help="leave out the BlackJAX NUTS peer")
     p.add_argument("--no-chees", action="store_true")
@@ -659,14 +863,23 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--draws", type=int, default=None)
     p.add_argument("--reps", type=int, default=3, help="alternations per per-gradient ratio")
-    p.add_argument("--pergrad-sizes", default=None, help="N:P pairs (default 128:64,1024:64,"
-                   "128:512; quick 64:16)")
+    p.add_argument(
+        "--pergrad-sizes",
+        default=None,
+        help="N:P pairs (default 128:64,1024:64,128:512; quick 64:16)",
+    )
     p.add_argument("--pergrad-methods", default="full,collapsed")
     p.add_argument("--chain-counts", default=None, help="default 4,64,256 (quick 4,32)")
-    p.add_argument("--scaling-N", default=None, help="widths at P = 64 (default "
-                   "64,256,1024,4096; quick 64,256)")
-    p.add_argument("--scaling-P", default=None, help="training set sizes at N = 256 (default "
-                   "32,128,512; quick 32,128)")
+    p.add_argument(
+        "--scaling-N",
+        default=None,
+        help="widths at P = 64 (default 64,256,1024,4096; quick 64,256)",
+    )
+    p.add_argument(
+        "--scaling-P",
+        default=None,
+        help="training set sizes at N = 256 (default 32,128,512; quick 32,128)",
+    )
     p.add_argument("--scaling-passes", type=int, default=2)
     p.add_argument("--memory-draws", type=int, default=1000)
     p.add_argument("--memory-warmup", type=int, default=20)
@@ -687,29 +900,43 @@ def main(argv=None):
     args.warmup = args.warmup or (100 if q else 500)
     args.draws = args.draws or (100 if q else 1000)
     args.pg_warmup, args.pg_draws = (30, 30) if q else (60, 60)
-    args.pergrad_sizes = [tuple(int(v) for v in s.split(":")) for s in (
-        args.pergrad_sizes or ("64:16" if q else "128:64,1024:64,128:512")).split(",")]
+    args.pergrad_sizes = [
+        tuple(int(v) for v in s.split(":"))
+        for s in (args.pergrad_sizes or ("64:16" if q else "128:64,1024:64,128:512")).split(",")
+    ]
     args.pergrad_methods = args.pergrad_methods.split(",")
-    args.chain_counts = [int(c) for c in (args.chain_counts or ("4,32" if q else "4,64,256")
-                                          ).split(",")]
+    args.chain_counts = [
+        int(c) for c in (args.chain_counts or ("4,32" if q else "4,64,256")).split(",")
+    ]
     args.chains_width = 16 if q else 32
     args.chains_total_draws, args.chains_min_draws = (1600, 50) if q else (8000, 100)
     args.exact_draws = 250 if q else 2500
     args.memory_depth = 4
     args.D_scaling = 32
-    args.scaling_N = [int(n) for n in (args.scaling_N or ("64,256" if q else "64,256,1024,4096")
-                                       ).split(",")]
-    args.scaling_P = [int(n) for n in (args.scaling_P or ("32,128" if q else "32,128,512")
-                                       ).split(",")]
+    args.scaling_N = [
+        int(n) for n in (args.scaling_N or ("64,256" if q else "64,256,1024,4096")).split(",")
+    ]
+    args.scaling_P = [
+        int(n) for n in (args.scaling_P or ("32,128" if q else "32,128,512")).split(",")
+    ]
     sections = args.sections.split(",")
     if q:
         sections = [s for s in sections if s != "memory"]
-    res = {"machine": machine(), "command": " ".join(["python"] + sys.argv),
-           "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}}
+    res = {
+        "machine": machine(),
+        "command": " ".join(["python"] + sys.argv),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+    }
     t0 = time.perf_counter()
-    for name, fn in (("comparison", comparison), ("pergrad", per_gradient), ("marginal", marginal),
-                     ("chains", many_chains), ("scaling", scaling), ("exact", exact_scaling),
-                     ("memory", memory)):
+    for name, fn in (
+        ("comparison", comparison),
+        ("pergrad", per_gradient),
+        ("marginal", marginal),
+        ("chains", many_chains),
+        ("scaling", scaling),
+        ("exact", exact_scaling),
+        ("memory", memory),
+    ):
         if name in sections:
             res["exact_scaling" if name == "exact" else name] = fn(args)
     res["total_s"] = time.perf_counter() - t0

@@ -4,6 +4,7 @@ Each mode runs the same grid with --fresh into its own folder after one warm-up 
 the persistent XLA cache, so every mode pays only for loading compiled code, not compiling it.
 Usage: .venv/bin/python bench/sweeps.py [--modes here,1,2] [--out runs/bench_sweeps]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,18 @@ kappa = 0.2
 def run(out: pathlib.Path, cfg: pathlib.Path, mode: str) -> tuple[float, float]:
     """Seconds the executor reports for all 8 points in one mode, and of those the seconds
     spent starting the Dask workers."""
-    cmd = [sys.executable, "-m", "analysis.cli", "run", "--config", str(cfg), "--out",
-           str(out / mode), "--no-progress", "--fresh"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "analysis.cli",
+        "run",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out / mode),
+        "--no-progress",
+        "--fresh",
+    ]
     if mode != "here":
         cmd += ["--workers", mode]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -64,14 +75,19 @@ def main() -> None:
     cfg.write_text(GRID)
     run(out, cfg, "here")  # warm-up: fills the XLA cache
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print("| mode | s for 8 points (of which worker start) | points/min | points/min after "
-          "start | whole command s |\n|---|---|---|---|---|")
+    print(
+        "| mode | s for 8 points (of which worker start) | points/min | points/min after "
+        "start | whole command s |\n|---|---|---|---|---|"
+    )
     for mode in args.modes.split(","):
         t0 = time.perf_counter()
         sec, start = run(out, cfg, mode)
         label = "in process (default)" if mode == "here" else f"--workers {mode}"
-        print(f"| {label} | {sec:.1f} ({start:.1f}) | {8 / sec * 60:.1f} | "
-              f"{8 / (sec - start) * 60:.1f} | {time.perf_counter() - t0:.1f} |", flush=True)
+        print(
+            f"| {label} | {sec:.1f} ({start:.1f}) | {8 / sec * 60:.1f} | "
+            f"{8 / (sec - start) * 60:.1f} | {time.perf_counter() - t0:.1f} |",
+            flush=True,
+        )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -3,6 +3,7 @@
 Usage: .venv/bin/python bench/theory_speed.py [--quick]
 Targets (issue 3): linear < 0.1 s after compilation; erf tree < 30 s on 2 CPU cores.
 """
+
 import argparse
 import functools
 import os
@@ -39,7 +40,7 @@ def rescaling_core(spec, data, chis):
     D = data.dim
     sp = theory.rescaling.linear_spectrum(data.X, data.y, spec.g_v)
     B = sp.project(spec.g_v / D * data.X_test @ data.X.T)
-    k_te = spec.g_v / D * np.sum(data.X_test ** 2, axis=1)
+    k_te = spec.g_v / D * np.sum(data.X_test**2, axis=1)
     for chi in chis:
         u = theory.rescaling.solve_ubar(sp, spec.g_w, spec.width, chi, spec.kappa)
         theory.rescaling.rescaled_outputs(sp, B, k_te, u, chi, spec.kappa)
@@ -55,22 +56,30 @@ def main():
         spec = bn.NetworkSpec(width=500, kappa=0.5)
         chis = np.geomspace(1, 500, 30)
         first, best, _ = timed(functools.partial(rescaling_core, spec, data, chis))
-        print(f"linear P=1000 D={D} N=500 30 chis one_loop outputs only (rescaling module): "
-              f"{best:.4f} s")
+        print(
+            f"linear P=1000 D={D} N=500 30 chis one_loop outputs only (rescaling module): "
+            f"{best:.4f} s"
+        )
         for method in ("rescaling_one_loop", "tree"):
-            first, best, ds = timed(functools.partial(theory.predict, spec, data, chis,
-                                                      method=method))
-            print(f"linear P=1000 D={D} N=500 30 chis {method:9s}: first {first:.3f} s, "
-                  f"after compilation {best:.3f} s (converged {bool(ds.converged.all())})")
+            first, best, ds = timed(
+                functools.partial(theory.predict, spec, data, chis, method=method)
+            )
+            print(
+                f"linear P=1000 D={D} N=500 30 chis {method:9s}: first {first:.3f} s, "
+                f"after compilation {best:.3f} s (converged {bool(ds.converged.all())})"
+            )
     data = bn.ising(200, 100, 50, flip=0.2, seed=0)
     spec = bn.NetworkSpec(width=200, kappa=0.5, activation="erf")
     chis = np.geomspace(1, 200, 20)
-    first, best, ds = timed(lambda: theory.predict(spec, data, chis, method="tree"),
-                            repeats=1 if args.quick else 2)
-    print(f"erf P=200 D=50 N=200 20 chis tree (M=32768 draws): first {first:.2f} s, "
-          f"after compilation {best:.2f} s; converged {bool(ds.converged.all())}, "
-          f"Newton iterations {ds.iterations.values.tolist()}, "
-          f"min ESS {ds.attrs['ess'].min():.0f}")
+    first, best, ds = timed(
+        lambda: theory.predict(spec, data, chis, method="tree"), repeats=1 if args.quick else 2
+    )
+    print(
+        f"erf P=200 D=50 N=200 20 chis tree (M=32768 draws): first {first:.2f} s, "
+        f"after compilation {best:.2f} s; converged {bool(ds.converged.all())}, "
+        f"Newton iterations {ds.iterations.values.tolist()}, "
+        f"min ESS {ds.attrs['ess'].min():.0f}"
+    )
 
 
 if __name__ == "__main__":

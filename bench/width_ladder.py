@@ -12,6 +12,7 @@ weights).  One progress line per point.
         .venv/bin/python bench/width_ladder.py --widths 32 64 128 256 --chis 1 sqrt N \
         --chains 4 --warmup 500 --draws 4000 --seed 0
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,14 @@ def spec_for(width: int, chi: float):
     """The ladder's network at one width and chi."""
     import bayesnet as bn
 
-    return bn.NetworkSpec(width=width, activation=SETUP["activation"], g_v=SETUP["g_v"],
-                          g_w=SETUP["g_w"], chi=chi, kappa=SETUP["kappa"])
+    return bn.NetworkSpec(
+        width=width,
+        activation=SETUP["activation"],
+        g_v=SETUP["g_v"],
+        g_w=SETUP["g_w"],
+        chi=chi,
+        kappa=SETUP["kappa"],
+    )
 
 
 def mcse_mean(x: np.ndarray) -> tuple[float, float]:
@@ -90,12 +97,16 @@ def summarise(tree, width: int, chi_tag: str, seed: int) -> xr.Dataset:
     chi = chi_value(chi_tag, width)
     f = ds["f_train"].values
     attrs = {k: v for k, v in tree.attrs.items() if isinstance(v, (int, float, str))}
-    attrs.update(width=width, chi=chi, chi_tag=chi_tag, seed=seed,
-                 divergences=int(np.asarray(stats["diverging"]).sum()),
-                 mean_tree_depth=float(np.asarray(stats["tree_depth"]).mean()),
-                 rel_mcse_train=float(np.linalg.norm(ds["f_train_mcse"]) / np.linalg.norm(f)),
-                 rel_mcse_test=float(np.linalg.norm(ds["f_test_mcse"])
-                                     / np.linalg.norm(ds["f_test"])))
+    attrs.update(
+        width=width,
+        chi=chi,
+        chi_tag=chi_tag,
+        seed=seed,
+        divergences=int(np.asarray(stats["diverging"]).sum()),
+        mean_tree_depth=float(np.asarray(stats["tree_depth"]).mean()),
+        rel_mcse_train=float(np.linalg.norm(ds["f_train_mcse"]) / np.linalg.norm(f)),
+        rel_mcse_test=float(np.linalg.norm(ds["f_test_mcse"]) / np.linalg.norm(ds["f_test"])),
+    )
     ds.attrs = attrs
     return ds
 
@@ -106,8 +117,10 @@ def path_for(width: int, chi_tag: str, seed: int) -> pathlib.Path:
 
 def pooled(width: int, chi_tag: str) -> xr.Dataset | None:
     """All seeds of one point pooled with inverse-variance weights (None if no run exists)."""
-    parts = [xr.load_dataset(p, engine="h5netcdf")
-             for p in sorted(OUT.glob(f"erf_N{width}_chi{chi_tag}_s*.nc"))]
+    parts = [
+        xr.load_dataset(p, engine="h5netcdf")
+        for p in sorted(OUT.glob(f"erf_N{width}_chi{chi_tag}_s*.nc"))
+    ]
     if not parts:
         return None
     out = xr.Dataset()
@@ -116,19 +129,28 @@ def pooled(width: int, chi_tag: str) -> xr.Dataset | None:
         wsum = sum(w)
         out[f"f_{side}"] = sum(wi * p[f"f_{side}"] for wi, p in zip(w, parts)) / wsum
         out[f"f_{side}_mcse"] = 1.0 / np.sqrt(wsum)
-    out.attrs = dict(width=width, chi=parts[0].attrs["chi"], chi_tag=chi_tag,
-                     seeds=len(parts), sample_s=sum(p.attrs.get("timing_sample_s", 0.0)
-                                                   for p in parts))
+    out.attrs = dict(
+        width=width,
+        chi=parts[0].attrs["chi"],
+        chi_tag=chi_tag,
+        seeds=len(parts),
+        sample_s=sum(p.attrs.get("timing_sample_s", 0.0) for p in parts),
+    )
     for side in ("train", "test"):
-        out.attrs[f"rel_mcse_{side}"] = float(np.linalg.norm(out[f"f_{side}_mcse"])
-                                              / np.linalg.norm(out[f"f_{side}"]))
+        out.attrs[f"rel_mcse_{side}"] = float(
+            np.linalg.norm(out[f"f_{side}_mcse"]) / np.linalg.norm(out[f"f_{side}"])
+        )
     return out
 
 
-THEORIES = (("nngp", "nngp", {}), ("rescaling_tree", "rescaling_tree", {}),
-            ("rescaling_one_loop", "rescaling_one_loop", {}), ("tree", "one_loop", {}),
-            ("one_loop_first", "one_loop", {"order": "first"}),
-            ("one_loop_dressed", "one_loop", {"order": "dressed"}))
+THEORIES = (
+    ("nngp", "nngp", {}),
+    ("rescaling_tree", "rescaling_tree", {}),
+    ("rescaling_one_loop", "rescaling_one_loop", {}),
+    ("tree", "one_loop", {}),
+    ("one_loop_first", "one_loop", {"order": "first"}),
+    ("one_loop_dressed", "one_loop", {"order": "dressed"}),
+)
 LINEAR_EXTRA = (("laplace_one_loop", "laplace_one_loop", {}),)
 
 
@@ -148,15 +170,23 @@ def theory_outputs(spec, data, chis, theories, options: dict) -> dict:
             continue
         opts = dict(kw, **options) if method == "one_loop" else dict(kw)
         ds = theory.predict(spec, data, chis=chis, method=method, **opts)
-        out[name] = (ds["f_train"].values, ds["f_test"].values,
-                     ds["correction_mcse_train"].values if "correction_mcse_train" in ds
-                     else np.zeros(len(chis)),
-                     ds["correction_mcse_test"].values if "correction_mcse_test" in ds
-                     else np.zeros(len(chis)))
+        out[name] = (
+            ds["f_train"].values,
+            ds["f_test"].values,
+            ds["correction_mcse_train"].values
+            if "correction_mcse_train" in ds
+            else np.zeros(len(chis)),
+            ds["correction_mcse_test"].values
+            if "correction_mcse_test" in ds
+            else np.zeros(len(chis)),
+        )
         if name == "one_loop_first" and any(t[0] == "tree" for t in theories):
-            out["tree"] = (ds["f_train"].values - ds["correction_train"].values,
-                           ds["f_test"].values - ds["correction_test"].values,
-                           np.zeros(len(chis)), np.zeros(len(chis)))
+            out["tree"] = (
+                ds["f_train"].values - ds["correction_train"].values,
+                ds["f_test"].values - ds["correction_test"].values,
+                np.zeros(len(chis)),
+                np.zeros(len(chis)),
+            )
     return out
 
 
@@ -178,13 +208,16 @@ def linear_ladder(widths, kappa: float, out: pathlib.Path) -> dict:
     data = dataset()
     res = {}
     if out.exists():
-        res = {n: {tag: {int(N): tuple(v) for N, v in d.items()} for tag, d in r.items()}
-               for n, r in json.loads(out.read_text()).items()}
+        res = {
+            n: {tag: {int(N): tuple(v) for N, v in d.items()} for tag, d in r.items()}
+            for n, r in json.loads(out.read_text()).items()
+        }
     for N in widths:
         if all(N in res.get(n, {}).get("1", {}) for n in ("nngp", "one_loop_dressed")):
             continue
-        spec = bn.NetworkSpec(width=N, activation="linear", g_v=SETUP["g_v"], g_w=SETUP["g_w"],
-                              kappa=kappa)
+        spec = bn.NetworkSpec(
+            width=N, activation="linear", g_v=SETUP["g_v"], g_w=SETUP["g_w"], kappa=kappa
+        )
         chis = [1.0, math.sqrt(N), float(N)]
         t0 = time.perf_counter()
         ex = theory.predict(spec, data, chis=chis, method="exact")
@@ -192,9 +225,14 @@ def linear_ladder(widths, kappa: float, out: pathlib.Path) -> dict:
         for k, tag in enumerate(("1", "sqrt", "N")):
             for name, (ftr, fte, _, _) in th.items():
                 res.setdefault(name, {}).setdefault(tag, {})[N] = (
-                    relerr(ftr[k], ex["f_train"].values[k]), relerr(fte[k], ex["f_test"].values[k]))
-        print(f"linear N={N}: {time.perf_counter() - t0:.0f} s; chi=1 train err "
-              + ", ".join(f"{n} {res[n]['1'][N][0]:.1e}" for n in res), flush=True)
+                    relerr(ftr[k], ex["f_train"].values[k]),
+                    relerr(fte[k], ex["f_test"].values[k]),
+                )
+        print(
+            f"linear N={N}: {time.perf_counter() - t0:.0f} s; chi=1 train err "
+            + ", ".join(f"{n} {res[n]['1'][N][0]:.1e}" for n in res),
+            flush=True,
+        )
     out.write_text(json.dumps(res, indent=1))
     return res
 
@@ -217,8 +255,9 @@ def erf_theory(widths, options: dict, path: pathlib.Path, tags) -> dict:
     return cache
 
 
-def erf_ladder(widths, options: dict, out: pathlib.Path, tags=("1", "sqrt", "N"),
-               suffix: str = "") -> dict:
+def erf_ladder(
+    widths, options: dict, out: pathlib.Path, tags=("1", "sqrt", "N"), suffix: str = ""
+) -> dict:
     """Erf network: every theory against the pooled reference samples; MC noise per point."""
     cache = erf_theory(widths, options, OUT / f"erf_theory{suffix}.npz", tags)
     names = [t[0] for t in THEORIES]
@@ -230,14 +269,18 @@ def erf_ladder(widths, options: dict, out: pathlib.Path, tags=("1", "sqrt", "N")
                 continue
             fr, frt = ref["f_train"].values, ref["f_test"].values
             res.setdefault("mc_noise", {}).setdefault(tag, {})[N] = (
-                ref.attrs["rel_mcse_train"], ref.attrs["rel_mcse_test"])
+                ref.attrs["rel_mcse_train"],
+                ref.attrs["rel_mcse_test"],
+            )
             for name in names:
                 res.setdefault(name, {}).setdefault(tag, {})[N] = (
                     relerr(cache[f"N{N}_{name}_train"][k], fr),
-                    relerr(cache[f"N{N}_{name}_test"][k], frt))
+                    relerr(cache[f"N{N}_{name}_test"][k], frt),
+                )
                 res.setdefault(name + "_mcse", {}).setdefault(tag, {})[N] = (
                     float(cache[f"N{N}_{name}_mcse_train"][k]),
-                    float(cache[f"N{N}_{name}_mcse_test"][k]))
+                    float(cache[f"N{N}_{name}_mcse_test"][k]),
+                )
     out.write_text(json.dumps(res, indent=1))
     return res
 
@@ -252,12 +295,16 @@ def table(res: dict, names, side: int, noise: bool) -> str:
         ns = sorted(int(n) for n in res[names[0]][tag])
         for N in ns:
             vals = ([res["mc_noise"][tag][N][side]] if noise else []) + [
-                res[n][tag][N][side] for n in names]
-            lines.append(f"| {label[tag]} | {N} | " + " | ".join(f"{v:.1e}" for v in vals)
-                         + " |")
+                res[n][tag][N][side] for n in names
+            ]
+            lines.append(f"| {label[tag]} | {N} | " + " | ".join(f"{v:.1e}" for v in vals) + " |")
         sl = [slope(ns, [res[n][tag][N][side] for N in ns]) for n in names]
-        lines.append(f"| {label[tag]} | slope | " + ("– | " if noise else "")
-                     + " | ".join(f"{s:+.2f}" for s in sl) + " |")
+        lines.append(
+            f"| {label[tag]} | slope | "
+            + ("– | " if noise else "")
+            + " | ".join(f"{s:+.2f}" for s in sl)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -274,7 +321,7 @@ def noise_table(res: dict, names, side: int) -> str:
                 err = res[n][tag][N][side]
                 noise = math.hypot(res["mc_noise"][tag][N][side], res[n + "_mcse"][tag][N][side])
                 ratio.append(f"{err / noise:.1f}")
-                deb.append(f"{math.sqrt(max(err ** 2 - noise ** 2, 0.0)):.1e}")
+                deb.append(f"{math.sqrt(max(err**2 - noise**2, 0.0)):.1e}")
             lines.append(f"| {label[tag]} | {N} | " + " | ".join(ratio + deb) + " |")
     return "\n".join(lines)
 
@@ -289,20 +336,23 @@ def figure(res: dict, names, path: pathlib.Path, title: str, noise: bool) -> Non
 
     tags = [t for t in ("1", "sqrt", "N") if t in res[names[0]]]
     label = {"1": "χ = 1", "sqrt": "χ = √N", "N": "χ = N"}
-    fig, axes = plt.subplots(2, len(tags), figsize=(4.2 * len(tags), 7), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(2, len(tags), figsize=(4.2 * len(tags), 7), squeeze=False, sharex=True)
     for side, row in enumerate(axes):
         for ax, tag in zip(row, tags):
             ns = np.array(sorted(int(n) for n in res[names[0]][tag]))
             for n in names:
                 ax.loglog(ns, [res[n][tag][N][side] for N in ns], "o-", label=n, ms=4)
             if noise:
-                ax.loglog(ns, [res["mc_noise"][tag][N][side] for N in ns], "k--", lw=2,
-                          label="MC noise (reference)")
+                ax.loglog(
+                    ns,
+                    [res["mc_noise"][tag][N][side] for N in ns],
+                    "k--",
+                    lw=2,
+                    label="MC noise (reference)",
+                )
             e0 = max(res[n][tag][ns[0]][side] for n in names)
             for p, ls in ((1, ":"), (2, "-.")):
-                ax.loglog(ns, e0 * (ns / ns[0]) ** (-p), "0.5", ls=ls, lw=1,
-                          label=f"slope -{p}")
+                ax.loglog(ns, e0 * (ns / ns[0]) ** (-p), "0.5", ls=ls, lw=1, label=f"slope -{p}")
             ax.set_xticks(ns, [str(n) for n in ns])
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_title(f"{label[tag]}, {'train' if side == 0 else 'test'}")
@@ -329,15 +379,19 @@ def trace_resummation(K, K_test, y, g_w: float, kappa: float, chi: float, width:
     def outputs(eps):
         def F(lu):
             d = math.exp(lu) * sp.lam + kappa
-            return math.exp(-lu) - (1 / g_w - (chi / width) * np.sum(sp.lam * sp.yt ** 2 / d ** 2)
-                                    + eps * np.sum(sp.lam / d) / width)
+            return math.exp(-lu) - (
+                1 / g_w
+                - (chi / width) * np.sum(sp.lam * sp.yt**2 / d**2)
+                + eps * np.sum(sp.lam / d) / width
+            )
+
         u = math.exp(scipy.optimize.brentq(F, -30.0, 30.0, xtol=1e-15))
         d = u * sp.lam + kappa
         return np.concatenate([sp.U @ (u * sp.lam * sp.yt / d), u * B @ (sp.yt / d)])
 
     h = 1e-3
     hi = outputs(1.0) - outputs(0.0) - (outputs(h) - outputs(-h)) / (2 * h)
-    return hi[: len(y)], hi[len(y):]
+    return hi[: len(y)], hi[len(y) :]
 
 
 def resum_table(widths) -> str:
@@ -350,8 +404,10 @@ def resum_table(widths) -> str:
     data = dataset()
     X, Xt, y = np.asarray(data.X), np.asarray(data.X_test), np.asarray(data.y)
     cache = dict(np.load(OUT / "erf_theory.npz"))
-    lines = ["| net | χ | N | reference noise | dressed | dressed + resummation |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| net | χ | N | reference noise | dressed | dressed + resummation |",
+        "|---|---|---|---|---|---|",
+    ]
     for act in ("linear", "erf"):
         K = np.asarray(kernels.kernel(act, X, X, SETUP["g_v"]))
         Kt = np.asarray(kernels.kernel(act, Xt, X, SETUP["g_v"]))
@@ -371,28 +427,44 @@ def resum_table(widths) -> str:
                         continue
                     ref = (p["f_train"].values, p["f_test"].values)
                     noise = (p.attrs["rel_mcse_train"], p.attrs["rel_mcse_test"])
-                    fd = (cache[f"N{N}_one_loop_dressed_train"][k],
-                          cache[f"N{N}_one_loop_dressed_test"][k])
+                    fd = (
+                        cache[f"N{N}_one_loop_dressed_train"][k],
+                        cache[f"N{N}_one_loop_dressed_test"][k],
+                    )
                 hi = trace_resummation(K, Kt, y, SETUP["g_w"], SETUP["kappa"], chi, N)
                 cell = lambda f: " / ".join(f"{relerr(f[i], ref[i]):.1e}" for i in (0, 1))  # noqa
-                lines.append(f"| {act} | {tag} | {N} | {noise[0]:.1e} / {noise[1]:.1e} | "
-                             f"{cell(fd)} | {cell((fd[0] + hi[0], fd[1] + hi[1]))} |")
+                lines.append(
+                    f"| {act} | {tag} | {N} | {noise[0]:.1e} / {noise[1]:.1e} | "
+                    f"{cell(fd)} | {cell((fd[0] + hi[0], fd[1] + hi[1]))} |"
+                )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", nargs="?", default="sample",
-                    choices=["sample", "erf", "linear", "resum"],
-                    help="sample: reference runs; erf: theories against them (table, figure); "
-                         "linear: theories against the exact linear posterior; resum: the "
-                         "trace-resummation experiment")
-    ap.add_argument("--n-draws", type=int, default=65536,
-                    help="erf: importance-sampling draws of the tilted measure")
+    ap.add_argument(
+        "mode",
+        nargs="?",
+        default="sample",
+        choices=["sample", "erf", "linear", "resum"],
+        help="sample: reference runs; erf: theories against them (table, figure); "
+        "linear: theories against the exact linear posterior; resum: the "
+        "trace-resummation experiment",
+    )
+    ap.add_argument(
+        "--n-draws",
+        type=int,
+        default=65536,
+        help="erf: importance-sampling draws of the tilted measure",
+    )
     ap.add_argument("--suffix", default="", help="erf: name suffix of the theory cache and outputs")
     ap.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
-    ap.add_argument("--chis", nargs="+", default=["1", "sqrt", "N"],
-                    help="chi values: numbers, 'sqrt' (sqrt N) or 'N' (mean field)")
+    ap.add_argument(
+        "--chis",
+        nargs="+",
+        default=["1", "sqrt", "N"],
+        help="chi values: numbers, 'sqrt' (sqrt N) or 'N' (mean field)",
+    )
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--draws", type=int, default=2000)
@@ -415,8 +487,13 @@ def main(argv=None) -> int:
     if args.mode == "erf":
         names = [t[0] for t in THEORIES]
         sfx = args.suffix
-        res = erf_ladder(args.widths, {"n_draws": args.n_draws}, OUT / f"erf_errors{sfx}.json",
-                         tuple(args.chis), sfx)
+        res = erf_ladder(
+            args.widths,
+            {"n_draws": args.n_draws},
+            OUT / f"erf_errors{sfx}.json",
+            tuple(args.chis),
+            sfx,
+        )
         for side in (0, 1):
             print(("train" if side == 0 else "test") + "\n" + table(res, names, side, True))
             print(noise_table(res, ["tree", "one_loop_first", "one_loop_dressed"], side))
@@ -431,16 +508,26 @@ def main(argv=None) -> int:
                 print(f"N={width} chi={tag} seed={args.seed}: exists, skipped", flush=True)
                 continue
             t0 = time.perf_counter()
-            tree = bn.sample(spec_for(width, chi_value(tag, width)), data, method="collapsed",
-                             chains=args.chains, warmup=args.warmup, draws=args.draws,
-                             seed=args.seed, progress=False)
+            tree = bn.sample(
+                spec_for(width, chi_value(tag, width)),
+                data,
+                method="collapsed",
+                chains=args.chains,
+                warmup=args.warmup,
+                draws=args.draws,
+                seed=args.seed,
+                progress=False,
+            )
             ds = summarise(tree, width, tag, args.seed)
             ds.to_netcdf(path, engine="h5netcdf")
-            print(f"N={width} chi={tag} seed={args.seed}: {time.perf_counter() - t0:.0f} s, "
-                  f"rel MCSE train {ds.attrs['rel_mcse_train']:.2e} test "
-                  f"{ds.attrs['rel_mcse_test']:.2e}, ESS(min) "
-                  f"{float(ds['f_train_ess_bulk'].min()):.0f}, div {ds.attrs['divergences']}, "
-                  f"depth {ds.attrs['mean_tree_depth']:.1f} -> {path.name}", flush=True)
+            print(
+                f"N={width} chi={tag} seed={args.seed}: {time.perf_counter() - t0:.0f} s, "
+                f"rel MCSE train {ds.attrs['rel_mcse_train']:.2e} test "
+                f"{ds.attrs['rel_mcse_test']:.2e}, ESS(min) "
+                f"{float(ds['f_train_ess_bulk'].min()):.0f}, div {ds.attrs['divergences']}, "
+                f"depth {ds.attrs['mean_tree_depth']:.1f} -> {path.name}",
+                flush=True,
+            )
     return 0
 
 

@@ -38,17 +38,20 @@ from analysis import figures
 QUICK = False
 
 # %%
-SIZES = (dict(n_train=16, n_test=16, dim=8, width=16, draws=250, n_chi=3, n_dense=8)
-         if QUICK else
-         dict(n_train=64, n_test=64, dim=32, width=64, draws=2000, n_chi=7, n_dense=25))
+SIZES = (
+    dict(n_train=16, n_test=16, dim=8, width=16, draws=250, n_chi=3, n_dense=8)
+    if QUICK
+    else dict(n_train=64, n_test=64, dim=32, width=64, draws=2000, n_chi=7, n_dense=25)
+)
 METHODS = ("nngp", "rescaling_tree", "rescaling_one_loop", "tree", "one_loop", "exact")
 # one_loop to first order in 1/N (Wick closed form, seconds); order="dressed", the default of
 # theory.predict, is more accurate but takes minutes per chi at P = 64
 OPTIONS = {"one_loop": {"order": "first"}}
 
 # %%
-data = bayesnet.ising(n_train=SIZES["n_train"], n_test=SIZES["n_test"], dim=SIZES["dim"],
-                      flip=0.1, seed=0)
+data = bayesnet.ising(
+    n_train=SIZES["n_train"], n_test=SIZES["n_test"], dim=SIZES["dim"], flip=0.1, seed=0
+)
 spec = bayesnet.NetworkSpec(width=SIZES["width"], activation="linear", kappa=0.2)
 chis = np.geomspace(1.0, spec.width, SIZES["n_chi"])
 dense_chis = np.geomspace(1.0, spec.width, SIZES["n_dense"])
@@ -57,11 +60,22 @@ dense_chis = np.geomspace(1.0, spec.width, SIZES["n_dense"])
 # ## Exact posterior samples at each χ, every theory on a dense χ grid
 
 # %%
-trees = [bayesnet.sample(spec.replace(chi=float(c)), data, method="exact", chains=4,
-                         draws=SIZES["draws"], seed=2, progress=False) for c in chis]
+trees = [
+    bayesnet.sample(
+        spec.replace(chi=float(c)),
+        data,
+        method="exact",
+        chains=4,
+        draws=SIZES["draws"],
+        seed=2,
+        progress=False,
+    )
+    for c in chis
+]
 predictions = {m: theory.predict(spec, data, chis, m, **OPTIONS.get(m, {})) for m in METHODS}
-dense = cmp.theory_table({m: theory.predict(spec, data, dense_chis, m, **OPTIONS.get(m, {}))
-                          for m in METHODS})
+dense = cmp.theory_table(
+    {m: theory.predict(spec, data, dense_chis, m, **OPTIONS.get(m, {})) for m in METHODS}
+)
 comparison = analysis.compare(trees, predictions)
 
 # %% [markdown]
@@ -74,8 +88,12 @@ comparison = analysis.compare(trees, predictions)
 # approaches N, where χ/N is no longer a small parameter.
 
 # %%
-figures.discrepancy_figure(comparison, f"linear N={spec.width}, Ising task, P={data.n_train}",
-                           theory=dense, width=spec.width)
+figures.discrepancy_figure(
+    comparison,
+    f"linear N={spec.width}, Ising task, P={data.n_train}",
+    theory=dense,
+    width=spec.width,
+)
 
 # %% [markdown]
 # ## The numbers behind it

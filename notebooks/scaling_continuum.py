@@ -37,15 +37,36 @@ from analysis import figures
 QUICK = False
 
 # %%
-SIZES = (dict(n_train=12, n_test=8, dim=8, width=8, chains=2, warmup=100, draws=200, n_chi=3,
-              method="exact")
-         if QUICK else
-         dict(n_train=30, n_test=30, dim=16, width=32, chains=4, warmup=500, draws=1000,
-              n_chi=5, method="collapsed"))
+SIZES = (
+    dict(
+        n_train=12,
+        n_test=8,
+        dim=8,
+        width=8,
+        chains=2,
+        warmup=100,
+        draws=200,
+        n_chi=3,
+        method="exact",
+    )
+    if QUICK
+    else dict(
+        n_train=30,
+        n_test=30,
+        dim=16,
+        width=32,
+        chains=4,
+        warmup=500,
+        draws=1000,
+        n_chi=5,
+        method="collapsed",
+    )
+)
 
 # %%
-data = bayesnet.ising(n_train=SIZES["n_train"], n_test=SIZES["n_test"], dim=SIZES["dim"],
-                      flip=0.1, seed=0)
+data = bayesnet.ising(
+    n_train=SIZES["n_train"], n_test=SIZES["n_test"], dim=SIZES["dim"], flip=0.1, seed=0
+)
 spec = bayesnet.NetworkSpec(width=SIZES["width"], activation="linear", kappa=0.2)
 chis = np.geomspace(1.0, spec.width, SIZES["n_chi"])
 print("chi grid:", np.round(chis, 3))
@@ -54,9 +75,20 @@ print("chi grid:", np.round(chis, 3))
 # ## Sample every χ (one compiled sampler serves the whole sweep), theory on a dense grid
 
 # %%
-trees = [bayesnet.sample(spec.replace(chi=float(c)), data, method=SIZES["method"],
-                         chains=SIZES["chains"], warmup=SIZES["warmup"], draws=SIZES["draws"],
-                         seed=1, progress=not QUICK, desc=f"chi={c:.3g}") for c in chis]
+trees = [
+    bayesnet.sample(
+        spec.replace(chi=float(c)),
+        data,
+        method=SIZES["method"],
+        chains=SIZES["chains"],
+        warmup=SIZES["warmup"],
+        draws=SIZES["draws"],
+        seed=1,
+        progress=not QUICK,
+        desc=f"chi={c:.3g}",
+    )
+    for c in chis
+]
 methods = ("nngp", "rescaling_tree", "rescaling_one_loop", "tree", "one_loop", "exact")
 predictions = {m: theory.predict(spec, data, chis, m) for m in methods}
 dense_chis = np.geomspace(1.0, spec.width, 25)
@@ -96,5 +128,4 @@ for c, d, i in zip(chis, directional, isotropic):
     print(f"chi={c:7.3f}  change along the target {d:8.4f}  mean eigenvalue {i:8.4f}")
 
 # %%
-figures.kernel_figure(comparison, prior, f"linear N={spec.width}", theory=dense,
-                      width=spec.width)
+figures.kernel_figure(comparison, prior, f"linear N={spec.width}", theory=dense, width=spec.width)

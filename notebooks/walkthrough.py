@@ -33,9 +33,11 @@ from analysis import diagnostics, figures
 QUICK = False
 
 # %%
-SIZES = (dict(n_train=12, n_test=8, dim=8, width=8, chains=2, warmup=100, draws=100)
-         if QUICK else
-         dict(n_train=30, n_test=30, dim=16, width=32, chains=4, warmup=500, draws=1000))
+SIZES = (
+    dict(n_train=12, n_test=8, dim=8, width=8, chains=2, warmup=100, draws=100)
+    if QUICK
+    else dict(n_train=30, n_test=30, dim=16, width=32, chains=4, warmup=500, draws=1000)
+)
 
 # %% [markdown]
 # ## 1. Data and network
@@ -44,8 +46,9 @@ SIZES = (dict(n_train=12, n_test=8, dim=8, width=8, chains=2, warmup=100, draws=
 # prior variance g_w/(χN), noise κ/χ.
 
 # %%
-data = bayesnet.ising(n_train=SIZES["n_train"], n_test=SIZES["n_test"], dim=SIZES["dim"],
-                      flip=0.1, seed=0)
+data = bayesnet.ising(
+    n_train=SIZES["n_train"], n_test=SIZES["n_test"], dim=SIZES["dim"], flip=0.1, seed=0
+)
 spec = bayesnet.NetworkSpec(width=SIZES["width"], activation="linear", kappa=0.2)
 spec = spec.replace(chi=float(spec.width))  # mean-field scaling
 print(spec, f"gamma = {spec.gamma:.2f}")
@@ -58,8 +61,16 @@ print(spec, f"gamma = {spec.gamma:.2f}")
 # constant_data); every variable carries a `long_name` and `units`.
 
 # %%
-tree = bayesnet.sample(spec, data, method="collapsed", chains=SIZES["chains"],
-                       warmup=SIZES["warmup"], draws=SIZES["draws"], seed=0, progress=not QUICK)
+tree = bayesnet.sample(
+    spec,
+    data,
+    method="collapsed",
+    chains=SIZES["chains"],
+    warmup=SIZES["warmup"],
+    draws=SIZES["draws"],
+    seed=0,
+    progress=not QUICK,
+)
 tree["posterior"]
 
 # %% [markdown]

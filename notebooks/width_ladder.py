@@ -39,8 +39,11 @@ QUICK = False  # nothing to shorten: the notebook only reads saved results
 
 # %%
 HERE = pathlib.Path.cwd()
-LADDER = next(p / "bench" / "results" / "width_ladder" for p in (HERE, *HERE.parents)
-              if (p / "bench" / "results" / "width_ladder").is_dir())
+LADDER = next(
+    p / "bench" / "results" / "width_ladder"
+    for p in (HERE, *HERE.parents)
+    if (p / "bench" / "results" / "width_ladder").is_dir()
+)
 RULES = {"1": "1", "sqrt": "√N", "N": "N"}
 
 
@@ -61,9 +64,15 @@ def ladder(path: pathlib.Path) -> xr.Dataset:
                     ref = res.get("mc_noise", {}).get(tag, {}).get(str(n), [0.0, 0.0])
                     noise[:, j, i, k] = np.hypot(own, ref)
     dims = ("side", "width", "theory", "chi_rule")
-    return xr.Dataset({"relerr": (dims, err), "relerr_mcse": (dims, noise)},
-                      coords={"side": ["train", "test"], "width": widths, "theory": names,
-                              "chi_rule": [RULES[t] for t in tags]})
+    return xr.Dataset(
+        {"relerr": (dims, err), "relerr_mcse": (dims, noise)},
+        coords={
+            "side": ["train", "test"],
+            "width": widths,
+            "theory": names,
+            "chi_rule": [RULES[t] for t in tags],
+        },
+    )
 
 
 def slopes(ds: xr.Dataset) -> xr.DataArray:

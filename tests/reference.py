@@ -4,6 +4,7 @@ w | V is Gaussian; V | w is Gaussian along w_hat = w/|w| and a prior draw orthog
 (the rotation argument of docs/exact_linear.md sec. 1).  Outputs are Rao-Blackwellised:
 E[f | V] and Var[f | V].
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,7 @@ def _gauss(rng, prec, lin):
     return mean + np.linalg.solve(L.T, rng.standard_normal(lin.shape[0]))
 
 
-def gibbs_linear(X, y, X_test, width, g_v, g_w, chi, kappa, sweeps=4000, burn=500, seed=0,
-                 thin=1):
+def gibbs_linear(X, y, X_test, width, g_v, g_w, chi, kappa, sweeps=4000, burn=500, seed=0, thin=1):
     """Blocked Gibbs for the linear net.  Returns dict of per-sweep arrays (after burn-in):
 
     f_train (S, P), f_test (S, P*): E[f | V]; var_train, var_test: Var[f | V];

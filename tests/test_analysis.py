@@ -1,4 +1,5 @@
 """analysis: diagnostics verdicts, sample estimates, and the comparison with theory."""
+
 import json
 
 import numpy as np
@@ -9,37 +10,63 @@ import bayesnet
 import theory
 from analysis import comparison, diagnostics
 
-SAMPLE_PARTS = ("f_train", "f_test", "discrepancy_train", "discrepancy_test",
-                "signed_discrepancy_train", "signed_discrepancy_test")
+SAMPLE_PARTS = (
+    "f_train",
+    "f_test",
+    "discrepancy_train",
+    "discrepancy_test",
+    "signed_discrepancy_train",
+    "signed_discrepancy_test",
+)
 
 
 def fake_tree(rng, chains=4, draws=500, shift=0.0, diverging=0, P=6, Pt=4, energy=None):
     """A hand-made posterior tree of i.i.d. normal draws (chain 0 shifted by `shift`)."""
+
     def noise(*shape):
         x = rng.standard_normal((chains, draws) + shape)
         x[0] += shift
         return x
-    post = xr.Dataset({"f_train": (("chain", "draw", "train"), 1 + 0.1 * noise(P)),
-                       "f_test": (("chain", "draw", "test"), 1 + 0.1 * noise(Pt)),
-                       "var_train": (("chain", "draw", "train"), 0.01 + 0.001 * noise(P) ** 2),
-                       "var_test": (("chain", "draw", "test"), 0.01 + 0.001 * noise(Pt) ** 2),
-                       "kernel_target": (("chain", "draw"), 3 + noise()),
-                       "kernel_trace": (("chain", "draw"), 1 + 0.1 * noise()),
-                       "kernel_alignment": (("chain", "draw"), 0.5 + 0.01 * noise())})
+
+    post = xr.Dataset(
+        {
+            "f_train": (("chain", "draw", "train"), 1 + 0.1 * noise(P)),
+            "f_test": (("chain", "draw", "test"), 1 + 0.1 * noise(Pt)),
+            "var_train": (("chain", "draw", "train"), 0.01 + 0.001 * noise(P) ** 2),
+            "var_test": (("chain", "draw", "test"), 0.01 + 0.001 * noise(Pt) ** 2),
+            "kernel_target": (("chain", "draw"), 3 + noise()),
+            "kernel_trace": (("chain", "draw"), 1 + 0.1 * noise()),
+            "kernel_alignment": (("chain", "draw"), 0.5 + 0.01 * noise()),
+        }
+    )
     div = np.zeros((chains, draws), bool)
     div.flat[:diverging] = True
-    stats = xr.Dataset({"diverging": (("chain", "draw"), div),
-                        "tree_depth": (("chain", "draw"), np.full((chains, draws), 3)),
-                        "energy": (("chain", "draw"), rng.standard_normal((chains, draws))
-                                   if energy is None else energy)})
+    stats = xr.Dataset(
+        {
+            "diverging": (("chain", "draw"), div),
+            "tree_depth": (("chain", "draw"), np.full((chains, draws), 3)),
+            "energy": (
+                ("chain", "draw"),
+                rng.standard_normal((chains, draws)) if energy is None else energy,
+            ),
+        }
+    )
     obs = xr.Dataset({"y": ("train", np.ones(P)), "y_test": ("test", np.ones(Pt))})
-    kern = xr.Dataset({"K_train": (("train", "train_"), np.eye(P)),
-                       "K_test_train": (("test", "train_"), np.zeros((Pt, P)))})
-    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats,
-                                  "observed_data": obs, "kernel": kern})
-    tree.attrs = {"spec": json.dumps({"width": 4, "activation": "linear", "g_v": 1.0,
-                                      "g_w": 1.0, "chi": 1.0, "kappa": 1.0}),
-                  "method": "collapsed"}
+    kern = xr.Dataset(
+        {
+            "K_train": (("train", "train_"), np.eye(P)),
+            "K_test_train": (("test", "train_"), np.zeros((Pt, P))),
+        }
+    )
+    tree = xr.DataTree.from_dict(
+        {"posterior": post, "sample_stats": stats, "observed_data": obs, "kernel": kern}
+    )
+    tree.attrs = {
+        "spec": json.dumps(
+            {"width": 4, "activation": "linear", "g_v": 1.0, "g_w": 1.0, "chi": 1.0, "kappa": 1.0}
+        ),
+        "method": "collapsed",
+    }
     return tree
 
 
@@ -50,9 +77,10 @@ def test_verdict_ok_on_iid_draws():
     assert set(diag["diagnostic"].values) == set(diagnostics.DIAGNOSTICS)
 
 
-@pytest.mark.parametrize("kwargs, reason", [({"shift": 1.0}, "R-hat"),
-                                            ({"diverging": 3}, "divergences"),
-                                            ({"draws": 60}, "bulk ESS")])
+@pytest.mark.parametrize(
+    "kwargs, reason",
+    [({"shift": 1.0}, "R-hat"), ({"diverging": 3}, "divergences"), ({"draws": 60}, "bulk ESS")],
+)
 def test_verdict_warn_names_the_reason(kwargs, reason):
     diag = diagnostics.diagnose(fake_tree(np.random.default_rng(1), **kwargs))
     assert diag["verdict"].item() == "warn"
@@ -87,8 +115,12 @@ WIDTH, KAPPA, CHIS = 48, 0.2, (1.0, 48.0)
 def linear_sweep():
     data = bayesnet.ising(**DATA)
     spec = bayesnet.NetworkSpec(width=WIDTH, activation="linear", kappa=KAPPA)
-    trees = [bayesnet.sample(spec.replace(chi=c), data, chains=4, warmup=300, draws=400,
-                             seed=11, progress=False) for c in CHIS]
+    trees = [
+        bayesnet.sample(
+            spec.replace(chi=c), data, chains=4, warmup=300, draws=400, seed=11, progress=False
+        )
+        for c in CHIS
+    ]
     preds = {m: theory.predict(spec, data, CHIS, m) for m in theory.METHODS}
     return data, spec, trees, preds
 
@@ -120,8 +152,7 @@ def test_compare_z_and_relerr_definitions(linear_sweep):
     comp = comparison.compare(trees[0], preds["one_loop"])
     z = (comp["f_train_theory"] - comp["f_train"]) / comp["f_train_mcse"]
     np.testing.assert_allclose(comp["f_train_z"], z)
-    rel = np.linalg.norm(comp["f_train_theory"] - comp["f_train"]) / np.linalg.norm(
-        comp["f_train"])
+    rel = np.linalg.norm(comp["f_train_theory"] - comp["f_train"]) / np.linalg.norm(comp["f_train"])
     np.testing.assert_allclose(comp["f_train_relerr"].values.ravel(), rel)
     with pytest.raises(ValueError, match="no prediction at chi"):
         comparison.compare(trees[1], preds["one_loop"].isel(chi=[0]))
@@ -137,8 +168,9 @@ def test_against_exact_orders_the_theories(linear_sweep):
 
 def test_non_converged_run_is_flagged(linear_sweep):
     data, spec, _, preds = linear_sweep
-    bad = bayesnet.sample(spec.replace(chi=CHIS[-1]), data, chains=4, warmup=5, draws=40, seed=1,
-                          progress=False)
+    bad = bayesnet.sample(
+        spec.replace(chi=CHIS[-1]), data, chains=4, warmup=5, draws=40, seed=1, progress=False
+    )
     diag = diagnostics.diagnose(bad)
     assert diag["verdict"].item() == "warn"
     comp = comparison.compare(bad, preds)
@@ -147,11 +179,18 @@ def test_non_converged_run_is_flagged(linear_sweep):
 
 # ------------------------------------------------------------------ best theory and vocabulary
 
+
 def test_best_method_excludes_exact_and_says_none_within_mc_error():
-    z = np.array([[6.0, 2.0, 1.0],   # chi 1: one_loop best (exact is smaller but excluded)
-                  [9.0, 5.0, 1.0]])  # chi 2: every approximation flagged
-    comp = xr.Dataset({"max_abs_z": (("chi", "theory"), z)},
-                      coords={"chi": [1.0, 8.0], "theory": ["nngp", "one_loop", "exact"]})
+    z = np.array(
+        [
+            [6.0, 2.0, 1.0],  # chi 1: one_loop best (exact is smaller but excluded)
+            [9.0, 5.0, 1.0],
+        ]
+    )  # chi 2: every approximation flagged
+    comp = xr.Dataset(
+        {"max_abs_z": (("chi", "theory"), z)},
+        coords={"chi": [1.0, 8.0], "theory": ["nngp", "one_loop", "exact"]},
+    )
     best = comparison.best_method(comp)
     assert list(best.values) == ["one_loop", comparison.NONE_WITHIN]
 
@@ -159,8 +198,12 @@ def test_best_method_excludes_exact_and_says_none_within_mc_error():
 def _undescribed(obj) -> list[str]:
     """Paths of data variables without a long_name anywhere in a Dataset or DataTree."""
     nodes = obj.subtree if isinstance(obj, xr.DataTree) else [obj]
-    return [f"{getattr(n, 'path', '')}:{v}" for n in nodes for v in n.data_vars
-            if "long_name" not in n[v].attrs]
+    return [
+        f"{getattr(n, 'path', '')}:{v}"
+        for n in nodes
+        for v in n.data_vars
+        if "long_name" not in n[v].attrs
+    ]
 
 
 def test_results_describe_themselves(linear_sweep, tmp_path):
@@ -170,8 +213,13 @@ def test_results_describe_themselves(linear_sweep, tmp_path):
     comp = comparison.compare(trees, preds)
     ref = comparison.against_reference(preds)
     diag = comparison.sweep_diagnostics(trees)
-    for name, obj in (("sample", trees[0]), ("comparison", comp), ("reference", ref),
-                      ("diagnostics", diag), ("theory", preds["one_loop"])):
+    for name, obj in (
+        ("sample", trees[0]),
+        ("comparison", comp),
+        ("reference", ref),
+        ("diagnostics", diag),
+        ("theory", preds["one_loop"]),
+    ):
         assert _undescribed(obj) == [], name
     assert "feature" in trees[0]["constant_data"].coords
     assert comp["f_train"].attrs["units"] == "y" and comp["f_train_z"].attrs["units"] == "1"
@@ -188,6 +236,7 @@ def test_results_describe_themselves(linear_sweep, tmp_path):
 
 # ------------------------------------------------------------------ figures and report
 
+
 def _results_tree(data, spec, trees, preds) -> xr.DataTree:
     """A results tree as `bayesnet run` writes it (one network), built from the fixture."""
     from analysis import figures
@@ -198,27 +247,49 @@ def _results_tree(data, spec, trees, preds) -> xr.DataTree:
     K = np.asarray(theory.kernel("linear", data.X, data.X, spec.g_v))
     yhat = data.y / np.linalg.norm(data.y)
     prior = xr.Dataset({"kernel_target": yhat @ K @ yhat, "kernel_trace": np.trace(K) / len(K)})
-    worst = xr.Dataset({"draws": (("chain", "draw"),
-                                  trees[0]["posterior"]["f_train"].values[:, :, 3])},
-                       attrs={"observable": "f_train", "index": json.dumps({"train": 3}),
-                              "rhat": 1.004, "chi": CHIS[0]})
-    dense = comparison.theory_table({m: theory.predict(spec, data, np.geomspace(1, WIDTH, 9), m)
-                                     for m in ("nngp", "one_loop", "exact")})
+    worst = xr.Dataset(
+        {"draws": (("chain", "draw"), trees[0]["posterior"]["f_train"].values[:, :, 3])},
+        attrs={
+            "observable": "f_train",
+            "index": json.dumps({"train": 3}),
+            "rhat": 1.004,
+            "chi": CHIS[0],
+        },
+    )
+    dense = comparison.theory_table(
+        {
+            m: theory.predict(spec, data, np.geomspace(1, WIDTH, 9), m)
+            for m in ("nngp", "one_loop", "exact")
+        }
+    )
     widths = [8, 16, 32]
     rel = np.array([[[0.3, 0.2], [0.1 / n, 0.2 / n], [1 / n**2, 2 / n**2]] for n in widths])
-    fw = xr.Dataset({"relerr": (("width", "theory", "chi_rule"), rel),
-                     "relerr_mcse": (("width", "theory", "chi_rule"), np.full(rel.shape, 1e-4))},
-                    coords={"width": widths, "theory": ["nngp", "tree", "one_loop"],
-                            "chi_rule": ["1", "N"]})
-    tree = xr.DataTree.from_dict({
-        "data": xr.Dataset(attrs=data.to_attrs()), "finite_width": fw,
-        "linear/samples": est, "linear/diagnostics": diag, "linear/theory": th,
-        "linear/theory_dense": dense, "linear/comparison": comparison.compare(est, th, diag),
-        "linear/prior": prior, "linear/worst": worst})
+    fw = xr.Dataset(
+        {
+            "relerr": (("width", "theory", "chi_rule"), rel),
+            "relerr_mcse": (("width", "theory", "chi_rule"), np.full(rel.shape, 1e-4)),
+        },
+        coords={"width": widths, "theory": ["nngp", "tree", "one_loop"], "chi_rule": ["1", "N"]},
+    )
+    tree = xr.DataTree.from_dict(
+        {
+            "data": xr.Dataset(attrs=data.to_attrs()),
+            "finite_width": fw,
+            "linear/samples": est,
+            "linear/diagnostics": diag,
+            "linear/theory": th,
+            "linear/theory_dense": dense,
+            "linear/comparison": comparison.compare(est, th, diag),
+            "linear/prior": prior,
+            "linear/worst": worst,
+        }
+    )
     tree["linear"].attrs = {k: v for k, v in spec.to_attrs().items() if k != "chi"}
-    tree.attrs = {"networks": json.dumps(["linear"]), "timing_total_s": 12.34,
-                  "config": json.dumps({"sampler": {"method": "collapsed", "chains": 4,
-                                                    "draws": 400}})}
+    tree.attrs = {
+        "networks": json.dumps(["linear"]),
+        "timing_total_s": 12.34,
+        "config": json.dumps({"sampler": {"method": "collapsed", "chains": 4, "draws": 400}}),
+    }
     assert set(figures.THEORY_STYLE) >= set(theory.METHODS)
     return tree
 
@@ -233,8 +304,13 @@ def test_report_and_figures(linear_sweep, tmp_path):
     results = _results_tree(*linear_sweep)
     text = report.write_report(results, tmp_path).read_text()
     figs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
-    assert figs == ["finite_width.png", "linear_discrepancy.png", "linear_kernel.png",
-                    "linear_rank_trace.png", "linear_residuals.png"]
+    assert figs == [
+        "finite_width.png",
+        "linear_discrepancy.png",
+        "linear_kernel.png",
+        "linear_rank_trace.png",
+        "linear_residuals.png",
+    ]
     for name in figs:
         assert f"figures/{name}" in text
         assert (tmp_path / "figures" / name).stat().st_size > 20_000  # drawn, not blank

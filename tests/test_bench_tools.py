@@ -1,4 +1,5 @@
 """bench/ tools: the ArviZ-free ESS used on the GPU machine agrees with arviz_stats."""
+
 from __future__ import annotations
 
 import pathlib
@@ -19,10 +20,13 @@ def _ar1(rng, chains, draws, phi):
     return x
 
 
-@pytest.mark.parametrize("chains,draws,phi", [(4, 1000, 0.0), (4, 500, 0.9), (1, 800, 0.5),
-                                              (8, 301, -0.3), (2, 200, 0.99)])
+@pytest.mark.parametrize(
+    "chains,draws,phi",
+    [(4, 1000, 0.0), (4, 500, 0.9), (1, 800, 0.5), (8, 301, -0.3), (2, 200, 0.99)],
+)
 def test_ess_bulk_matches_arviz_stats(chains, draws, phi):
     import arviz_stats  # a dependency of bayesnet: never skipped
+
     rng = np.random.default_rng(int(1000 * abs(phi)) + chains)
     x = _ar1(rng, chains, draws, phi) ** 3 + 0.1  # non-Gaussian margin: ranks matter
     ref = float(arviz_stats.ess(x, method="bulk"))

@@ -1,4 +1,5 @@
 """The `bayesnet` command line: the quick main job end to end, single steps, bad input."""
+
 import os
 import pathlib
 import subprocess
@@ -15,8 +16,14 @@ BAYESNET = [sys.executable, "-c", "import sys; from analysis.cli import main; sy
 def bayesnet(*args, cwd=None, timeout=600):
     """Run the CLI in a subprocess; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(BAYESNET + [str(a) for a in args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=timeout)
+    return subprocess.run(
+        BAYESNET + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def assert_bad_input(proc, *words):
@@ -76,12 +83,23 @@ def test_run_quick_end_to_end(quick_run):
         comp = tree["linear/comparison"].to_dataset()
         assert {"chi", "theory"} <= set(comp.dims)
         assert "exact" in comp["theory"].values
-        assert set(tree["linear"].children) >= {"samples", "diagnostics", "theory",
-                                                  "comparison", "reference", "theory_dense"}
-        assert [f"{n.path}:{v}" for n in tree.subtree for v in n.data_vars  # self-describing
-                if "long_name" not in n[v].attrs] == []
-        assert "feature" in tree["data"].coords and isinstance(tree["linear"].attrs["width"],
-                                                               (int, np.integer))
+        assert set(tree["linear"].children) >= {
+            "samples",
+            "diagnostics",
+            "theory",
+            "comparison",
+            "reference",
+            "theory_dense",
+        }
+        assert [
+            f"{n.path}:{v}"
+            for n in tree.subtree
+            for v in n.data_vars  # self-describing
+            if "long_name" not in n[v].attrs
+        ] == []
+        assert "feature" in tree["data"].coords and isinstance(
+            tree["linear"].attrs["width"], (int, np.integer)
+        )
     with xr.open_dataset(out / "sweep.nc") as ds:
         assert set(ds["network"].values) == {"linear", "erf"} and ds.sizes["chi"] == 3
     report = (out / "report.md").read_text()
@@ -111,39 +129,51 @@ def test_run_collect_report_and_resume(tmp_path, capsys):
 
 def _npz(path, **over):
     rng = np.random.default_rng(0)
-    arrays = {"X": rng.standard_normal((8, 4)), "y": np.sign(rng.standard_normal(8)),
-              "X_test": rng.standard_normal((5, 4)), "y_test": np.ones(5)}
+    arrays = {
+        "X": rng.standard_normal((8, 4)),
+        "y": np.sign(rng.standard_normal(8)),
+        "X_test": rng.standard_normal((5, 4)),
+        "y_test": np.ones(5),
+    }
     arrays.update(over)
     np.savez(path, **arrays)
     return path
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[sampler]\nwarmupp = 3\n", ["unknown key", "sampler.warmupp"]),
-    ("[sampler]\nchains = \"four\"\n", ["sampler.chains", "int"]),
-    ("[[network]]\nname = \"a\"\nwidth = -3\n", ["width"]),
-    ("[colour]\nx = 1\n", ["unknown section", "colour"]),
-    ("[chi]\nnum = 1.5\n", ["chi.num"]),
-    ("[data\nname = 1\n", ["not valid TOML"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[sampler]\nwarmupp = 3\n", ["unknown key", "sampler.warmupp"]),
+        ('[sampler]\nchains = "four"\n', ["sampler.chains", "int"]),
+        ('[[network]]\nname = "a"\nwidth = -3\n', ["width"]),
+        ("[colour]\nx = 1\n", ["unknown section", "colour"]),
+        ("[chi]\nnum = 1.5\n", ["chi.num"]),
+        ("[data\nname = 1\n", ["not valid TOML"]),
+    ],
+)
 def test_bad_config_exits_2(tmp_path, capsys, text, words):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
-    assert_bad_input(main_in_process(capsys, "run", "--config", cfg, "--out", tmp_path / "o"),
-                     *words)
+    assert_bad_input(
+        main_in_process(capsys, "run", "--config", cfg, "--out", tmp_path / "o"), *words
+    )
 
 
-@pytest.mark.parametrize("arrays, words", [
-    ({"X": np.array([[np.nan, 1, 2, 3]] * 8)}, ["NaN"]),
-    ({"y": np.ones(7)}, ["y must have length"]),
-    ({"X_test": np.ones((5, 3))}, ["X_test"]),
-])
+@pytest.mark.parametrize(
+    "arrays, words",
+    [
+        ({"X": np.array([[np.nan, 1, 2, 3]] * 8)}, ["NaN"]),
+        ({"y": np.ones(7)}, ["y must have length"]),
+        ({"X_test": np.ones((5, 3))}, ["X_test"]),
+    ],
+)
 def test_bad_data_file_exits_2(tmp_path, capsys, arrays, words):
     data = _npz(tmp_path / "data.npz", **arrays)
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text(f"[data]\nname = \"file\"\nfile = \"{data.name}\"\n")
-    assert_bad_input(main_in_process(capsys, "run", "--config", cfg, "--out", tmp_path / "o"),
-                     "data.npz", *words)
+    cfg.write_text(f'[data]\nname = "file"\nfile = "{data.name}"\n')
+    assert_bad_input(
+        main_in_process(capsys, "run", "--config", cfg, "--out", tmp_path / "o"), "data.npz", *words
+    )
 
 
 def test_bad_input_in_a_real_process_exits_2(tmp_path):
@@ -201,8 +231,7 @@ def test_interrupt_keeps_finished_points(tmp_path, monkeypatch, capsys):
         return real_sample(spec, data, **kw)
 
     monkeypatch.setattr(bn, "sample", interrupted_second_time)
-    code = cli.main(["run", "--config", str(cfg), "--out", str(tmp_path / "o"),
-                     "--no-progress"])
+    code = cli.main(["run", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 130
     assert err[-1].startswith("interrupted: 1 of 2 points are saved in")

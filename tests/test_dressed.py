@@ -4,6 +4,7 @@ Linear phi: the tilted single-neuron measure is Gaussian, and `linear_tilted_sam
 by a degree-7 cubature (exact moments up to the sixth order the formulas need), so the sampled
 code path is compared with the exact finite-width posterior (theory.predict method="exact").
 """
+
 from __future__ import annotations
 
 import itertools
@@ -25,7 +26,7 @@ def _wick(ix: tuple) -> float:
     """E[h_i1 ... h_ik] for h ~ N(0, I): number of pairings of equal indices (Isserlis)."""
     if not ix:
         return 1.0
-    return sum(_wick(ix[1:k] + ix[k + 1:]) for k in range(1, len(ix)) if ix[0] == ix[k])
+    return sum(_wick(ix[1:k] + ix[k + 1 :]) for k in range(1, len(ix)) if ix[0] == ix[k])
 
 
 @pytest.mark.parametrize("n", [3, 4])
@@ -49,8 +50,9 @@ def _tree_sample(data, N: int, chi: float) -> TiltedSample:
     sp = rescaling.linear_spectrum(X, y, 1.0)
     u = rescaling.solve_ubar(sp, 1.0, N, chi, KAPPA, trace=False)
     f_tl = sp.U @ (u * sp.lam * sp.yt / (u * sp.lam + KAPPA))  # (P,)
-    return dressed.linear_tilted_sample(X, np.asarray(data.X_test), y, f_tl, 1.0, 1.0, KAPPA,
-                                        chi, N)
+    return dressed.linear_tilted_sample(
+        X, np.asarray(data.X_test), y, f_tl, 1.0, 1.0, KAPPA, chi, N
+    )
 
 
 def _errors(data, N: int, chi: float) -> tuple[float, float]:
@@ -59,8 +61,10 @@ def _errors(data, N: int, chi: float) -> tuple[float, float]:
     ex = theory.predict(spec, data, method="exact")
     f, ft = dressed.dressed_correction(_tree_sample(data, N, chi))
     fe, fte = ex["f_train"].values[0], ex["f_test"].values[0]
-    return (float(np.linalg.norm(np.asarray(f) - fe) / np.linalg.norm(fe)),
-            float(np.linalg.norm(np.asarray(ft) - fte) / np.linalg.norm(fte)))
+    return (
+        float(np.linalg.norm(np.asarray(f) - fe) / np.linalg.norm(fe)),
+        float(np.linalg.norm(np.asarray(ft) - fte) / np.linalg.norm(fte)),
+    )
 
 
 def test_dressed_linear_is_second_order_at_mean_field(data):
@@ -68,7 +72,7 @@ def test_dressed_linear_is_second_order_at_mean_field(data):
     # 0.31 test on this case at N = 32..512); bound 0.6/N^2 and an order >= 1.8 between widths.
     errs = {N: _errors(data, N, float(N)) for N in (64, 256, 1024)}
     for N, (e_tr, e_te) in errs.items():
-        assert e_tr < 0.6 / N ** 2 and e_te < 0.6 / N ** 2, (N, e_tr, e_te)
+        assert e_tr < 0.6 / N**2 and e_te < 0.6 / N**2, (N, e_tr, e_te)
     for lo, hi in ((64, 256), (256, 1024)):
         for k in (0, 1):
             assert math.log(errs[lo][k] / errs[hi][k]) / math.log(4.0) > 1.8, errs
@@ -79,7 +83,7 @@ def test_dressed_linear_standard_scaling_is_second_order(data):
     # bound 8/N^2, and at least 10x below the tree level's O(1/N) error at N = 256.
     N = 256
     e_tr, e_te = _errors(data, N, 1.0)
-    assert e_tr < 8.0 / N ** 2 and e_te < 8.0 / N ** 2, (e_tr, e_te)
+    assert e_tr < 8.0 / N**2 and e_te < 8.0 / N**2, (e_tr, e_te)
     spec = bn.NetworkSpec(width=N, activation="linear", chi=1.0, kappa=KAPPA)
     ex = theory.predict(spec, data, method="exact")["f_train"].values[0]
     t = _tree_sample(data, N, 1.0)
@@ -103,8 +107,19 @@ def test_test_formula_with_test_equal_train_is_the_train_formula(data):
     s = phi @ np.asarray(data.y)
     w = np.exp(0.02 * s * s)
     K = phi.T @ phi / len(V) + 0.01 * np.eye(X.shape[0])  # any PSD kernel works for the identity
-    t2 = TiltedSample(jnp.asarray(phi), jnp.asarray(phi), jnp.asarray(w / w.sum()), jnp.asarray(K),
-                      jnp.asarray(K), True, jnp.asarray(data.y), 1.3, 0.3, 4.0, 32)
+    t2 = TiltedSample(
+        jnp.asarray(phi),
+        jnp.asarray(phi),
+        jnp.asarray(w / w.sum()),
+        jnp.asarray(K),
+        jnp.asarray(K),
+        True,
+        jnp.asarray(data.y),
+        1.3,
+        0.3,
+        4.0,
+        32,
+    )
     f2, ft2 = dressed.dressed_correction(t2, block=1024)
     assert float(jnp.max(jnp.abs(f2 - ft2))) < 1e-10 * float(jnp.max(jnp.abs(f2)))
 
@@ -112,7 +127,18 @@ def test_test_formula_with_test_equal_train_is_the_train_formula(data):
 def test_too_many_train_points_is_a_one_line_error():
     P = dressed.P_MAX + 1
     z = jnp.zeros((2, P))
-    t = TiltedSample(z, z[:, :3], jnp.full(2, 0.5), jnp.eye(P), jnp.zeros((3, P)), True,
-                     jnp.ones(P), 1.0, 0.3, 1.0, 64)
+    t = TiltedSample(
+        z,
+        z[:, :3],
+        jnp.full(2, 0.5),
+        jnp.eye(P),
+        jnp.zeros((3, P)),
+        True,
+        jnp.ones(P),
+        1.0,
+        0.3,
+        1.0,
+        64,
+    )
     with pytest.raises(ValueError, match=f"P={P}"):
         dressed.dressed_correction(t)

@@ -5,6 +5,7 @@ valid MCMC kernel), so step counts, chunk boundaries, statistics and interrupts 
 exactly; ChEES is checked against the exact linear posterior (scale-mixture quadrature) within
 Monte-Carlo standard errors.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,6 +31,7 @@ class _State(NamedTuple):
 
 def _gauss_kernel(mean):
     """Independent draws z ~ N(mean, I): an exact kernel whose step count we can read back."""
+
     def init(keys, z0, d, t):
         return _State(z0["z"], keys[0], jnp.zeros(z0["z"].shape[0], jnp.int32))
 
@@ -46,8 +48,12 @@ def _gauss_kernel(mean):
 
 def _stats(z, d, t):
     f = z["z"]  # (P,)
-    return {"f_train": f, "K_train": jnp.outer(f, f), "K_test_train": jnp.outer(f[:2], f),
-            "kernel_target": f @ f}
+    return {
+        "f_train": f,
+        "K_train": jnp.outer(f, f),
+        "K_test_train": jnp.outer(f[:2], f),
+        "kernel_target": f @ f,
+    }
 
 
 MEAN = jnp.array([0.5, -1.0, 2.0])
@@ -106,11 +112,14 @@ def test_check_options_is_the_one_home_of_the_checks():
     assert o.chain_method in engine.CHAIN_METHODS and o.target_accept == 0.8
     assert sampling.check_options(algorithm="chees", chains=8).chain_method == "vectorized"
     assert sampling.check_options(algorithm="chees").target_accept == 0.651
-    for kw, name in (({"chain_method": "parallel"}, "chain_method"),
-                     ({"algorithm": "mala"}, "algorithm"),
-                     ({"algorithm": "chees", "chain_method": "sequential"}, "chain_method"),
-                     ({"method": "exact", "algorithm": "chees"}, "algorithm"),
-                     ({"chunk": 0}, "chunk"), ({"target_accept": 1.0}, "target_accept")):
+    for kw, name in (
+        ({"chain_method": "parallel"}, "chain_method"),
+        ({"algorithm": "mala"}, "algorithm"),
+        ({"algorithm": "chees", "chain_method": "sequential"}, "chain_method"),
+        ({"method": "exact", "algorithm": "chees"}, "algorithm"),
+        ({"chunk": 0}, "chunk"),
+        ({"target_accept": 1.0}, "target_accept"),
+    ):
         with pytest.raises(ValueError, match=name):
             sampling.check_options(**kw)
 
@@ -129,8 +138,9 @@ def test_chees_matches_exact_linear_posterior():
 
     data = bn.ising(n_train=10, n_test=4, dim=4, flip=0.2, seed=3)
     spec = bn.NetworkSpec(width=4, activation="linear", chi=4.0, kappa=0.3)
-    tree = bn.sample(spec, data, algorithm="chees", chains=32, warmup=300, draws=150, seed=0,
-                     progress=False)
+    tree = bn.sample(
+        spec, data, algorithm="chees", chains=32, warmup=300, draws=150, seed=0, progress=False
+    )
     assert tree.attrs["algorithm"] == "chees" and tree.attrs["chain_method"] == "vectorized"
     f = tree["posterior"]["f_train"]
     se = mcse(f, method="mean").values

@@ -4,6 +4,7 @@ Ground truth: the independent numpy blocked-Gibbs sampler in tests/reference.py;
 multiples of its batch-means Monte-Carlo standard errors.  Closed-form limits (one-loop mode,
 NNGP at N -> infinity) are solved here with numpy/scipy, independently of the `theory` package.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,8 +39,12 @@ def dataset(name: str, n_train: int = 40, n_test: int = 16, dim: int = 20):
 def gibbs(name: str, chi: float, sweeps: int = 1200, width: int = WIDTH, kappa: float = KAPPA):
     """Two independent Gibbs chains, concatenated (batches never straddle the two chains)."""
     d = dataset(name)
-    runs = [gibbs_linear(d.X, d.y, d.X_test, width, 1.0, 1.0, chi, kappa, sweeps=sweeps,
-                         burn=200, seed=seed) for seed in (11, 12)]
+    runs = [
+        gibbs_linear(
+            d.X, d.y, d.X_test, width, 1.0, 1.0, chi, kappa, sweeps=sweeps, burn=200, seed=seed
+        )
+        for seed in (11, 12)
+    ]
     out = {k: np.concatenate([r[k] for r in runs]) for k in runs[0] if k != "K_train_mean"}
     out["K_chains"] = [r["K_train_mean"] for r in runs]
     return out
@@ -111,6 +116,7 @@ def test_hidden_kernel_matches_gibbs(name, chi):
 
 # ------------------------------------------------------------------ closed-form limits
 
+
 @pytest.mark.parametrize("name", ["ising", "teacher"])
 @pytest.mark.parametrize("width,chi", [(16, 1.0), (16, 16.0), (8, 3.0), (200, 1.0), (200, 200.0)])
 def test_mode_is_one_loop_rescaling(name, width, chi):
@@ -148,8 +154,9 @@ def test_infinite_width_is_nngp(chi):
     mean_tr = spec.g_w * K @ np.linalg.solve(A, d.y)
     mean_te = spec.g_w * Kst @ np.linalg.solve(A, d.y)
     var_tr = (spec.g_w * np.diag(K) - spec.g_w**2 * np.sum(K * np.linalg.solve(A, K), 0)) / chi
-    var_te = (spec.g_w * np.diag(Kss)
-              - spec.g_w**2 * np.sum(Kst.T * np.linalg.solve(A, Kst.T), 0)) / chi
+    var_te = (
+        spec.g_w * np.diag(Kss) - spec.g_w**2 * np.sum(Kst.T * np.linalg.solve(A, Kst.T), 0)
+    ) / chi
     rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)  # noqa: E731
     assert rel(ds.f_train.values, mean_tr) < 1e-8
     assert rel(ds.f_test.values, mean_te) < 1e-8
@@ -165,8 +172,11 @@ def closed_form_kernel(prob, spec):
     K = prob.K
     A = u * K + spec.kappa * np.eye(K.shape[0])
     f = u * K @ np.linalg.solve(A, prob.y)
-    return (K + spec.chi / (spec.width * u) * np.outer(f, f)
-            - u / spec.width * K @ np.linalg.solve(A, K))
+    return (
+        K
+        + spec.chi / (spec.width * u) * np.outer(f, f)
+        - u / spec.width * K @ np.linalg.solve(A, K)
+    )
 
 
 @pytest.mark.parametrize("ratio", [1.0 / 16, 1.0])  # chi / N
@@ -183,8 +193,11 @@ def test_kernel_approaches_closed_form_at_large_width(ratio):
         spec = NetworkSpec(width=width, chi=ratio * width, kappa=KAPPA)
         prob = sm.prepare(spec, d)
         K_ex = sm.posterior(spec, d)["K_train"]
-        E.append(width * np.linalg.norm(K_ex - closed_form_kernel(prob, spec))
-                 / np.linalg.norm(K_ex - prob.K))
+        E.append(
+            width
+            * np.linalg.norm(K_ex - closed_form_kernel(prob, spec))
+            / np.linalg.norm(K_ex - prob.K)
+        )
     assert abs(E[2] - E[1]) < 0.5 * abs(E[1] - E[0]), E
 
 
@@ -195,13 +208,15 @@ def test_test_kernel_consistent_with_train_kernel():
     d = dataset("teacher")
     dup = from_arrays(d.X, d.y, d.X[:7], d.y[:7])
     ds = predict_exact(NetworkSpec(width=12, kappa=KAPPA), dup, [1.0, 12.0])
-    np.testing.assert_allclose(ds.K_test_train.values, ds.K_train.values[:, :7], rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        ds.K_test_train.values, ds.K_train.values[:, :7], rtol=1e-10, atol=1e-12
+    )
     np.testing.assert_allclose(ds.f_test.values, ds.f_train.values[:, :7], rtol=1e-10)
     np.testing.assert_allclose(ds.var_test.values, ds.var_train.values[:, :7], rtol=1e-9)
 
 
 # ------------------------------------------------------------------ quadrature accuracy
+
 
 def brute_force(spec, d, n=200_000, span=(-25.0, 5.0)):
     """Posterior moments by a 200k-node trapezoid in log s, log density coded from scratch."""
@@ -214,20 +229,34 @@ def brute_force(spec, d, n=200_000, span=(-25.0, 5.0)):
     x = np.linspace(x0 + span[0], x0 + span[1], n)  # (n,)
     u = spec.g_w * np.exp(x)[:, None]
     a = u * lam + spec.kappa  # (n, P)
-    logp = (spec.width / 2 * (x - np.exp(x)) - 0.5 * np.sum(np.log(a), 1)
-            - 0.5 * spec.chi * np.sum(yt**2 / a, 1))
+    logp = (
+        spec.width / 2 * (x - np.exp(x))
+        - 0.5 * np.sum(np.log(a), 1)
+        - 0.5 * spec.chi * np.sum(yt**2 / a, 1)
+    )
     w = np.exp(logp - logp.max())
     w /= w.sum()
     r = u * lam / a  # (n, P)
     Err = (r * w[:, None]).T @ r  # (P, P) E[r r^T]
     var_s = np.einsum("ak,al,k,l,kl->a", U, U, yt, yt, Err - np.outer(w @ r, w @ r))
-    return {"s": w @ np.exp(x), "s2": w @ np.exp(2 * x), "m_tr": U @ ((w @ r) * yt),
-            "m_te": B @ ((w @ (u / a)) * yt), "var_s_tr": var_s}
+    return {
+        "s": w @ np.exp(x),
+        "s2": w @ np.exp(2 * x),
+        "m_tr": U @ ((w @ r) * yt),
+        "m_te": B @ ((w @ (u / a)) * yt),
+        "var_s_tr": var_s,
+    }
 
 
-@pytest.mark.parametrize("width,chi,span", [(4, 1.0, (-25.0, 5.0)), (16, 4.0, (-25.0, 5.0)),
-                                            (64, 64.0, (-25.0, 5.0)),
-                                            (3, 0.01, (-60.0, 8.0))])  # long left tail
+@pytest.mark.parametrize(
+    "width,chi,span",
+    [
+        (4, 1.0, (-25.0, 5.0)),
+        (16, 4.0, (-25.0, 5.0)),
+        (64, 64.0, (-25.0, 5.0)),
+        (3, 0.01, (-60.0, 8.0)),
+    ],
+)  # long left tail
 def test_quadrature_matches_brute_force(width, chi, span):
     """Adaptive grid (tens to hundreds of nodes) equals a 200k-node trapezoid to 1e-10 relative."""
     d = dataset("ising")
@@ -243,8 +272,9 @@ def test_quadrature_matches_brute_force(width, chi, span):
     assert rel(quad.w @ s**2, bf["s2"]) < 1e-10
     assert rel(mom["mean_train"], bf["m_tr"]) < 1e-10
     assert rel(mom["mean_test"], bf["m_te"]) < 1e-10
-    m_s = (prob.g_w * s[:, None] * prob.lam / (prob.g_w * s[:, None] * prob.lam + prob.kappa)
-           * prob.yt) @ prob.U.T  # (n, P) GP means on the grid
+    m_s = (
+        prob.g_w * s[:, None] * prob.lam / (prob.g_w * s[:, None] * prob.lam + prob.kappa) * prob.yt
+    ) @ prob.U.T  # (n, P) GP means on the grid
     assert rel(quad.w @ (m_s - mom["mean_train"]) ** 2, bf["var_s_tr"]) < 1e-8  # Var_s GP mean
 
 
@@ -262,8 +292,9 @@ def test_log_density_matches_direct_gaussian():
         return gam + stats.multivariate_normal.logpdf(d.y, cov=C)
 
     xs = np.array([-1.3, -0.2, 0.4, 1.1])
-    np.testing.assert_allclose(sm.log_ratio(prob, xs, 0.1), [direct(x) - direct(0.1) for x in xs],
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        sm.log_ratio(prob, xs, 0.1), [direct(x) - direct(0.1) for x in xs], rtol=1e-9, atol=1e-9
+    )
     eps = 1e-5
     num = (sm.log_ratio(prob, xs + eps, 0.0) - sm.log_ratio(prob, xs - eps, 0.0)) / (2 * eps)
     np.testing.assert_allclose(sm.dlog(prob, xs), num, rtol=1e-6, atol=1e-6)
@@ -272,6 +303,7 @@ def test_log_density_matches_direct_gaussian():
 
 
 # ------------------------------------------------------------------ exact draws
+
 
 @pytest.mark.parametrize("chi", [1.0, 16.0])
 def test_draws_match_exact_moments(chi):
@@ -313,16 +345,34 @@ def test_s_draws_follow_quadrature_cdf(width, chi):
 
 # ------------------------------------------------------------------ schema and errors
 
+
 def test_schema():
     d = dataset("ising")
     ds = predict_exact(NetworkSpec(width=8, kappa=KAPPA), d, [1.0, 2.0, 8.0])
     P, Ps = d.n_train, d.n_test
-    dims = {"f_train": ("chi", "train"), "f_test": ("chi", "test"),
-            "var_train": ("chi", "train"), "var_test": ("chi", "test"),
-            "discrepancy_train": ("chi", "train"), "discrepancy_test": ("chi", "test"),
-            "K_train": ("chi", "train", "train_"), "K_test_train": ("chi", "test", "train_")}
-    for v in ("kernel_target", "kernel_trace", "ubar", "converged", "iterations", "residual",
-              "normalisability", "s_mean", "s_std", "s_mode", "quad_error"):
+    dims = {
+        "f_train": ("chi", "train"),
+        "f_test": ("chi", "test"),
+        "var_train": ("chi", "train"),
+        "var_test": ("chi", "test"),
+        "discrepancy_train": ("chi", "train"),
+        "discrepancy_test": ("chi", "test"),
+        "K_train": ("chi", "train", "train_"),
+        "K_test_train": ("chi", "test", "train_"),
+    }
+    for v in (
+        "kernel_target",
+        "kernel_trace",
+        "ubar",
+        "converged",
+        "iterations",
+        "residual",
+        "normalisability",
+        "s_mean",
+        "s_std",
+        "s_mode",
+        "quad_error",
+    ):
         dims[v] = ("chi",)
     assert set(ds.data_vars) == set(dims)
     for v, dd in dims.items():
@@ -358,15 +408,20 @@ def test_bad_chis_raise():
 
 # ------------------------------------------------------------------ long statistical checks
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("chi", [1.0, 6.0, 32.0])
 def test_gibbs_long_run_larger_net(chi):
     """Longer chains, P=48, D=24, N=32, kappa=0.2: means, variances, kernel."""
     d = ising(n_train=48, n_test=24, dim=24, flip=0.1, seed=7)
-    runs = [gibbs_linear(d.X, d.y, d.X_test, 32, 1.0, 1.0, chi, 0.2, sweeps=10_000, burn=500,
-                         seed=s) for s in (21, 22)]
-    g = {k: np.concatenate([r[k] for r in runs]) for k in ("f_train", "f_test", "var_train",
-                                                            "kernel_target")}
+    runs = [
+        gibbs_linear(d.X, d.y, d.X_test, 32, 1.0, 1.0, chi, 0.2, sweeps=10_000, burn=500, seed=s)
+        for s in (21, 22)
+    ]
+    g = {
+        k: np.concatenate([r[k] for r in runs])
+        for k in ("f_train", "f_test", "var_train", "kernel_target")
+    }
     ex = predict_exact(NetworkSpec(width=32, kappa=0.2), d, [chi]).isel(chi=0)
     for part in ("train", "test"):
         m, se = batch_mean_se(g[f"f_{part}"])

@@ -5,6 +5,7 @@ scale-mixture quadrature (`theory.predict(method="exact")`, no Monte-Carlo error
 tolerance is a multiple of Monte-Carlo standard errors (batch means for the Gibbs chain; the
 exact sampler's draws are independent).
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,8 +34,9 @@ def data():
 @functools.cache
 def reference(width, chi):
     d = data()
-    return gibbs_linear(d.X, d.y, d.X_test, width, 1.0, 1.0, chi, KAPPA, sweeps=6000, burn=300,
-                        seed=3)
+    return gibbs_linear(
+        d.X, d.y, d.X_test, width, 1.0, 1.0, chi, KAPPA, sweeps=6000, burn=300, seed=3
+    )
 
 
 def _flat(tree, name):
@@ -54,8 +56,11 @@ def _total_var_terms(mean, var):
     return var + (mean - mean.mean(axis=0)) ** 2
 
 
-@pytest.mark.parametrize("width,chi", [(16, 1.0), (16, 16.0), (4, 1.0), (4, 4.0)],
-                         ids=["N16-standard", "N16-meanfield", "N4<D-standard", "N4<D-meanfield"])
+@pytest.mark.parametrize(
+    "width,chi",
+    [(16, 1.0), (16, 16.0), (4, 1.0), (4, 4.0)],
+    ids=["N16-standard", "N16-meanfield", "N4<D-standard", "N4<D-meanfield"],
+)
 def test_exact_matches_gibbs_reference(width, chi):
     """Rao-Blackwellised exact draws (given s) vs the blocked Gibbs reference (given V)."""
     spec = bn.NetworkSpec(width=width, activation="linear", chi=chi, kappa=KAPPA)
@@ -107,8 +112,9 @@ def test_exact_matches_quadrature_within_mcse(width, chi):
     yh = data().y / np.linalg.norm(data().y)
     K = tree["kernel"]["K_train"].values
     assert yh @ K @ yh == pytest.approx(float(_flat(tree, "kernel_target").mean()), rel=1e-10)
-    assert np.trace(K) / K.shape[0] == pytest.approx(float(_flat(tree, "kernel_trace").mean()),
-                                                     rel=1e-10)
+    assert np.trace(K) / K.shape[0] == pytest.approx(
+        float(_flat(tree, "kernel_trace").mean()), rel=1e-10
+    )
     s = np.exp(tree["sample_stats"]["log_s"].values.ravel())
     assert abs(s.mean() - float(q["s_mean"])) < Z_MAX * float(q["s_std"]) / np.sqrt(s.size)
 
@@ -117,8 +123,9 @@ def test_exact_matches_quadrature_within_mcse(width, chi):
 def test_exact_f_draws_match_quadrature(chi):
     """The exact draws of f themselves (not Rao-Blackwellised): mean and variance."""
     spec = bn.NetworkSpec(width=16, activation="linear", chi=chi, kappa=KAPPA)
-    trees = [sample_exact(spec, data(), chains=4, draws=1500, seed=s, f_draws=True)
-             for s in (11, 12)]
+    trees = [
+        sample_exact(spec, data(), chains=4, draws=1500, seed=s, f_draws=True) for s in (11, 12)
+    ]
     ex = sm.posterior(spec, data())
     f = np.concatenate([_flat(t, "f_train_draw") for t in trees])
     zf = (f.mean(0) - ex["mean_train"]) / (f.std(0) / np.sqrt(len(f)))
@@ -134,8 +141,7 @@ def test_exact_at_a_million_neurons():
     tree = sample_exact(spec, data(), chains=2, draws=200, seed=0)
     ex = sm.posterior(spec, data())
     yh = data().y / np.linalg.norm(data().y)
-    for name, exact in (("f_train", ex["mean_train"]), ("kernel_target",
-                                                        yh @ ex["K_train"] @ yh)):
+    for name, exact in (("f_train", ex["mean_train"]), ("kernel_target", yh @ ex["K_train"] @ yh)):
         f = _flat(tree, name)
         se = f.std(0, ddof=1) / np.sqrt(len(f))
         assert np.all(np.abs(f.mean(0) - exact) < Z_MAX * se), name
@@ -152,8 +158,9 @@ def test_exact_rejects_nonlinear():
 def _collapsed(chi, kappa):
     spec = bn.NetworkSpec(width=3, activation="linear", chi=chi, kappa=kappa)
     d = bn.ising(n_train=6, n_test=3, dim=4, flip=0.2, seed=2)
-    return bn.sample(spec, d, method="collapsed", chains=2, warmup=30, draws=30, seed=0,
-                     progress=False, chunk=30)
+    return bn.sample(
+        spec, d, method="collapsed", chains=2, warmup=30, draws=30, seed=0, progress=False, chunk=30
+    )
 
 
 def test_one_compile_per_sweep():

@@ -1,4 +1,5 @@
 """Import layering: `import theory` loads no sampler and leaves JAX's precision alone."""
+
 import ast
 import json
 import subprocess
@@ -34,8 +35,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def probe() -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -55,13 +55,24 @@ def test_predict_runs_in_float64_without_global_switch(probe):
 
 ROOT = Path(__file__).resolve().parents[1]
 # docs/layout.md: the pure core of bayesnet and the third-party packages each layer may import
-CORE = {"spec", "activations", "datasets", "precision", "gp", "observables", "scale_mixture",
-        "vocabulary", "io", "__init__"}
-ALLOWED = {"core": {"numpy", "scipy", "jax", "xarray"},
-           # BlackJAX and optax (its optimiser, for ChEES adaptation): optional sampler backends
-           "samplers": {"numpy", "scipy", "jax", "xarray", "numpyro", "tqdm", "blackjax",
-                        "optax"},
-           "theory": {"numpy", "scipy", "jax", "xarray"}}
+CORE = {
+    "spec",
+    "activations",
+    "datasets",
+    "precision",
+    "gp",
+    "observables",
+    "scale_mixture",
+    "vocabulary",
+    "io",
+    "__init__",
+}
+ALLOWED = {
+    "core": {"numpy", "scipy", "jax", "xarray"},
+    # BlackJAX and optax (its optimiser, for ChEES adaptation): optional sampler backends
+    "samplers": {"numpy", "scipy", "jax", "xarray", "numpyro", "tqdm", "blackjax", "optax"},
+    "theory": {"numpy", "scipy", "jax", "xarray"},
+}
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -75,9 +86,11 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             if node.level and not base:
                 out += [(node.level, a.name) for a in node.names]
             else:
-                out += [(node.level, base)] + [(node.level, f"{base}.{a.name}")
-                                               for a in node.names if node.level == 0
-                                               and base == "bayesnet"]
+                out += [(node.level, base)] + [
+                    (node.level, f"{base}.{a.name}")
+                    for a in node.names
+                    if node.level == 0 and base == "bayesnet"
+                ]
     return out
 
 
@@ -127,8 +140,11 @@ def _internal_imports(path) -> set[str]:
 def test_bayesnet_imports_have_no_cycle():
     """The module import graph of bayesnet (function-level imports included) is acyclic."""
     pkg = ROOT / "bayesnet"
-    graph = {p.stem: _internal_imports(p) - {"__version__"} for p in pkg.glob("*.py")
-             if p.stem != "__init__"}
+    graph = {
+        p.stem: _internal_imports(p) - {"__version__"}
+        for p in pkg.glob("*.py")
+        if p.stem != "__init__"
+    }
     state: dict[str, int] = {}
 
     def visit(mod, path):

@@ -1,4 +1,5 @@
 """The models' building blocks against closed forms: prior kernels and conditional GPs."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,8 +31,9 @@ def nngp_reference(activation, K):
     out = np.empty_like(K)
     for a in range(K.shape[0]):
         for b in range(K.shape[0]):
-            L = np.linalg.cholesky(np.array([[K[a, a], K[a, b]], [K[a, b], K[b, b]]])
-                                   + 1e-13 * np.eye(2))
+            L = np.linalg.cholesky(
+                np.array([[K[a, a], K[a, b]], [K[a, b], K[b, b]]]) + 1e-13 * np.eye(2)
+            )
             h1 = L[0, 0] * x[:, None]
             h2 = L[1, 0] * x[:, None] + L[1, 1] * x[None, :]
             out[a, b] = np.sum(w[:, None] * w[None, :] * np.tanh(h1) * np.tanh(h2))
@@ -48,8 +50,9 @@ def test_prior_kernel_is_nngp(activation):
     theta = Theta(*(jnp.asarray(v) for v in (g_v, 1.0, 1.0, 1.0)))
     z = jax.random.normal(jax.random.PRNGKey(0), (n, 4))
     Phi = np.asarray(features(z, jnp.asarray(X), theta, activation))  # (P, n)
-    K_mc = np.asarray(kernel_stats(jnp.asarray(Phi), jnp.asarray(Phi[:1]),
-                                   jnp.ones(5) / np.sqrt(5))["K_train"])
+    K_mc = np.asarray(
+        kernel_stats(jnp.asarray(Phi), jnp.asarray(Phi[:1]), jnp.ones(5) / np.sqrt(5))["K_train"]
+    )
     prods = Phi[:, None, :] * Phi[None, :, :]  # (P, P, n)
     se = prods.std(axis=-1) / np.sqrt(n)
     K_ref = nngp_reference(activation, g_v / 4 * X @ X.T)
@@ -100,15 +103,19 @@ def test_kernel_scalars_plain_factored_and_stacked_agree():
     yh = y / np.linalg.norm(y)
     H = np.eye(9) - 1 / 9
     Kc, Y = H @ K @ H, np.outer(H @ yh, H @ yh)
-    want = {"kernel_target": yh @ K @ yh, "kernel_trace": np.trace(K) / 9,
-            "kernel_alignment": np.sum(Kc * Y) / (np.linalg.norm(Kc) * np.linalg.norm(Y))}
+    want = {
+        "kernel_target": yh @ K @ yh,
+        "kernel_trace": np.trace(K) / 9,
+        "kernel_alignment": np.sum(Kc * Y) / (np.linalg.norm(Kc) * np.linalg.norm(Y)),
+    }
     got = {**kernel_scalars(K, y), "kernel_alignment": kernel_alignment(K, y)}
     for k, v in factored_kernel_scalars(jnp.asarray(G), jnp.asarray(y)).items():
         assert float(v) == pytest.approx(want[k], rel=1e-12), k
         assert float(got[k]) == pytest.approx(want[k], rel=1e-12), k
     stacked = kernel_scalars(np.stack([K, 2 * K]), y)
-    np.testing.assert_allclose(stacked["kernel_target"], [want["kernel_target"],
-                                                          2 * want["kernel_target"]], rtol=1e-12)
+    np.testing.assert_allclose(
+        stacked["kernel_target"], [want["kernel_target"], 2 * want["kernel_target"]], rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("activation", ["linear", "erf"])
@@ -120,8 +127,9 @@ def test_collapsed_stats_fixed_V(activation):
     out = collapsed_stats(z, data_arrays(d), theta_arrays(spec), 7, activation)
     V = np.asarray(z["z_V"]) * np.sqrt(1.3 / 6)
     phi = {"linear": lambda h: h, "erf": scipy.special.erf}[activation]
-    _, m, mt, v, vt = _gp_numpy(phi(d.X @ V.T), phi(d.X_test @ V.T), d.y, spec.readout_var,
-                                spec.noise_var)
+    _, m, mt, v, vt = _gp_numpy(
+        phi(d.X @ V.T), phi(d.X_test @ V.T), d.y, spec.readout_var, spec.noise_var
+    )
     for key, want in (("f_train", m), ("f_test", mt), ("var_train", v), ("var_test", vt)):
         np.testing.assert_allclose(np.asarray(out[key]), want, rtol=1e-9, atol=1e-12)
     K = phi(d.X @ V.T) @ phi(d.X @ V.T).T / 7
@@ -129,5 +137,6 @@ def test_collapsed_stats_fixed_V(activation):
     assert float(out["kernel_target"]) == pytest.approx(yh @ K @ yh, rel=1e-12)
     H = np.eye(12) - 1 / 12
     cka = np.sum(H @ K @ H * np.outer(H @ yh, H @ yh)) / (
-        np.linalg.norm(H @ K @ H) * np.linalg.norm(np.outer(H @ yh, H @ yh)))
+        np.linalg.norm(H @ K @ H) * np.linalg.norm(np.outer(H @ yh, H @ yh))
+    )
     assert float(out["kernel_alignment"]) == pytest.approx(cka, rel=1e-10)

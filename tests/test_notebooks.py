@@ -1,5 +1,6 @@
 """Execute every notebook with a real Jupyter kernel (nbclient), with QUICK = True, so that none
 rots; the reviewable source is the jupytext percent-format .py paired with each .ipynb."""
+
 import pathlib
 
 import jupytext
@@ -17,8 +18,7 @@ def _cells(nb) -> list[tuple[str, str]]:
 def test_every_notebook_is_paired_and_in_sync():
     """Each .py has its .ipynb with the same cells (`jupytext --sync notebooks/*.py` after an
     edit), and no .ipynb lacks its .py."""
-    assert {p.stem for p in NOTEBOOKS} >= {"walkthrough", "scaling_continuum",
-                                           "fig2_linear_ising"}
+    assert {p.stem for p in NOTEBOOKS} >= {"walkthrough", "scaling_continuum", "fig2_linear_ising"}
     assert {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")} == {p.stem for p in NOTEBOOKS}
     for py in NOTEBOOKS:
         nb_py, nb_ipynb = jupytext.read(py), jupytext.read(py.with_suffix(".ipynb"))
@@ -35,8 +35,14 @@ def test_notebook_runs_in_a_kernel(path):
     assert len(params) == 1 and params[0].source.split("#")[0].strip() == "QUICK = False"
     params[0].source = "QUICK = True"
     assert not any('matplotlib.use("Agg")' in c.source for c in nb.cells)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}}).execute()
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if "image/png" in o.get("data", {})]
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    ]
     assert images, f"{path.name} displayed no figure"

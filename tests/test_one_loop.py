@@ -4,6 +4,7 @@ Linear networks have exact answers (theory.exact, the Gaussian scale mixture), s
 are checked there against the expansion order; the sampled code path (phi = identity through the
 non-linear machinery) is checked against the Wick closed form within its own Monte-Carlo error.
 """
+
 import numpy as np
 import pytest
 
@@ -26,8 +27,10 @@ def _errors(N, chi, methods, order="first"):
     out = {}
     for m in methods:
         ds = theory.predict(spec, DATA, [chi], method=m, order=order).isel(chi=0)
-        out[m] = (_rel(ds.f_train.values, ex.f_train.values),
-                  _rel(ds.f_test.values, ex.f_test.values))
+        out[m] = (
+            _rel(ds.f_train.values, ex.f_train.values),
+            _rel(ds.f_test.values, ex.f_test.values),
+        )
     return out
 
 
@@ -49,7 +52,8 @@ def test_linear_first_order_is_exact_at_order_one_over_n():
     assert np.allclose(one.f_train.values[0], tree + shift, rtol=0, atol=1e-12)
     assert _rel(shift, ex - tree) < 0.05
     assert float(one.correction_size_train[0]) == pytest.approx(
-        np.linalg.norm(shift) / np.linalg.norm(tree), rel=1e-12)
+        np.linalg.norm(shift) / np.linalg.norm(tree), rel=1e-12
+    )
     assert float(one.correction_mcse_train[0]) == 0.0  # closed form: no Monte Carlo
 
 
@@ -68,12 +72,13 @@ def test_laplace_mode_and_curvature():
     """s* solves l'(s*) = 0 and sigma^2 = -1/l''(s*) (finite differences of l)."""
     sp = rescaling.linear_spectrum(DATA.X, DATA.y, 1.0)
     N, chi = 64, 8.0
-    lp = fluctuation.laplace_one_loop(sp.lam, sp.U, np.zeros((1, sp.lam.size)), DATA.y, 1.0, N,
-                                      chi, KAPPA)
+    lp = fluctuation.laplace_one_loop(
+        sp.lam, sp.U, np.zeros((1, sp.lam.size)), DATA.y, 1.0, N, chi, KAPPA
+    )
     ell = lambda s: fluctuation._ell(s, sp.lam, sp.yt, 1.0, N, chi, KAPPA)  # noqa: E731
     h = 1e-4 * lp.s_mode
     d1 = (ell(lp.s_mode + h) - ell(lp.s_mode - h)) / (2 * h)
-    d2 = (ell(lp.s_mode + h) - 2 * ell(lp.s_mode) + ell(lp.s_mode - h)) / h ** 2
+    d2 = (ell(lp.s_mode + h) - 2 * ell(lp.s_mode) + ell(lp.s_mode - h)) / h**2
     assert abs(d1) < 1e-5 * N and d2 == pytest.approx(-1.0 / lp.sigma2, rel=1e-5)
 
 
@@ -88,8 +93,16 @@ def test_sampled_first_order_with_identity_matches_wick():
     wick = theory.predict(spec, data, chis, method="one_loop", order="first")
     shifts, ses = [], []
     for seed in range(4):
-        ds = theory.predict(spec, data, chis, method="one_loop", order="first",
-                            closed_form=False, n_draws=8192, seed=seed)
+        ds = theory.predict(
+            spec,
+            data,
+            chis,
+            method="one_loop",
+            order="first",
+            closed_form=False,
+            n_draws=8192,
+            seed=seed,
+        )
         assert ds.converged.values.all()
         tree_norm = np.linalg.norm(ds.f_train.values - ds.correction_train.values, axis=1)
         se = ds.correction_mcse_train.values * tree_norm  # (chi,) absolute |se|
@@ -135,8 +148,9 @@ def test_erf_first_order_variables():
         assert ds[f"correction_size_{side}"].dims == ("chi",)
         assert "long_name" in ds[f"correction_mcse_{side}"].attrs
         assert np.all(size < 1.0 / 32) and np.all(size > 3 * mcse)
-        np.testing.assert_allclose(ds[f"f_{side}"] - ds[f"correction_{side}"],
-                                   tree[f"f_{side}"], atol=1e-9)
+        np.testing.assert_allclose(
+            ds[f"f_{side}"] - ds[f"correction_{side}"], tree[f"f_{side}"], atol=1e-9
+        )
         np.testing.assert_allclose(ds[f"var_{side}"], tree[f"var_{side}"], atol=1e-12)
 
 
@@ -145,6 +159,7 @@ def test_generic_first_order_on_exact_gaussian_moments_equals_wick():
     Gaussian moments of the linear tilted measure (degree-7 cubature) equal the Wick closed form
     to rounding."""
     from theory import adaptive, dressed
+
     data = bn.ising(16, 6, 8, flip=0.1, seed=3)
     spec = bn.NetworkSpec(width=24, kappa=0.3)
     K = np.asarray(theory.kernel("linear", data.X, data.X, 1.0))
@@ -166,6 +181,7 @@ def test_tilted_samples_reproduce_the_tree_level():
     """tilted_samples gives the draws at each chi's solution: g_w Q a from them is the tree
     level's train output (to the solver tolerance), and first_order_correction adds the shift."""
     from theory.predict import tilted_samples
+
     data = bn.ising(16, 6, 8, flip=0.1, seed=3)
     spec = bn.NetworkSpec(width=16, kappa=0.3, activation="erf")
     ts = tilted_samples(spec, data, [4.0, 1.0], n_draws=2048)

@@ -1,4 +1,5 @@
 """NUTS posteriors against an independent exact reference (numpy blocked Gibbs), within MCSE."""
+
 import pathlib
 import sys
 
@@ -24,8 +25,9 @@ def runs():
     out = {}
     for chi in (1.0, float(N)):
         spec = bn.NetworkSpec(width=N, chi=chi, kappa=0.5)
-        ref = gibbs_linear(DATA.X, DATA.y, DATA.X_test, N, 1.0, 1.0, chi, 0.5, sweeps=8000,
-                           burn=500, seed=int(chi))
+        ref = gibbs_linear(
+            DATA.X, DATA.y, DATA.X_test, N, 1.0, 1.0, chi, 0.5, sweeps=8000, burn=500, seed=int(chi)
+        )
         out[chi] = {"gibbs": ref}
         for method in ("collapsed", "full"):
             out[chi][method] = bn.sample(spec, DATA, method=method, **RUN)
@@ -45,8 +47,10 @@ def test_nuts_matches_gibbs(runs, chi, method, var):
     m, se = _mean_mcse(runs[chi][method], var)
     gm, gse = batch_mean_se(runs[chi]["gibbs"][var])
     z = (m - gm) / np.sqrt(se**2 + gse**2)
-    print(f"chi={chi} {method} {var}: max|z|={np.abs(z).max():.2f} "
-          f"rel.err={np.linalg.norm(m - gm) / np.linalg.norm(gm):.2e}")
+    print(
+        f"chi={chi} {method} {var}: max|z|={np.abs(z).max():.2f} "
+        f"rel.err={np.linalg.norm(m - gm) / np.linalg.norm(gm):.2e}"
+    )
     assert np.all(np.abs(z) < 4.5)
 
 
@@ -97,8 +101,13 @@ def test_kernel_group_and_stats(runs):
         assert abs(group[key] - exact[key]) < 4.5 * se, (key, group[key], exact[key], se)
     stats = tree["sample_stats"]
     assert int(stats["diverging"].sum()) == 0
-    assert set(stats.data_vars) >= {"diverging", "tree_depth", "step_size", "energy",
-                                    "acceptance_rate"}
+    assert set(stats.data_vars) >= {
+        "diverging",
+        "tree_depth",
+        "step_size",
+        "energy",
+        "acceptance_rate",
+    }
     assert tree.attrs["method"] == "collapsed" and tree.attrs["chi"] == 1.0
     assert bn.NetworkSpec.from_attrs(tree.attrs) == bn.NetworkSpec(width=N, kappa=0.5)
 
@@ -114,17 +123,20 @@ def test_sweep_reuses_compiled_sampler(runs):
 def test_reproducible(runs):
     spec = bn.NetworkSpec(width=N, chi=1.0, kappa=0.5)
     again = bn.sample(spec, DATA, method="collapsed", **RUN)
-    np.testing.assert_array_equal(again["posterior"]["f_train"].values,
-                                  runs[1.0]["collapsed"]["posterior"]["f_train"].values)
+    np.testing.assert_array_equal(
+        again["posterior"]["f_train"].values, runs[1.0]["collapsed"]["posterior"]["f_train"].values
+    )
     other = bn.sample(spec, DATA, method="collapsed", **dict(RUN, seed=1))
-    assert not np.allclose(other["posterior"]["f_train"].values,
-                           again["posterior"]["f_train"].values)
+    assert not np.allclose(
+        other["posterior"]["f_train"].values, again["posterior"]["f_train"].values
+    )
 
 
 def test_sequential_chains_match_vectorized_law(runs):
     spec = bn.NetworkSpec(width=N, chi=1.0, kappa=0.5)
-    seq = bn.sample(spec, DATA, method="collapsed", chain_method="sequential",
-                    **dict(RUN, chains=2))
+    seq = bn.sample(
+        spec, DATA, method="collapsed", chain_method="sequential", **dict(RUN, chains=2)
+    )
     assert seq["posterior"].sizes["chain"] == 2
     m1, s1 = _mean_mcse(seq, "f_train")
     m2, s2 = _mean_mcse(runs[1.0]["collapsed"], "f_train")
@@ -135,10 +147,12 @@ def test_save_load_roundtrip(runs, tmp_path):
     tree = runs[1.0]["collapsed"]
     path = bn.save(tree, tmp_path / "r.nc")
     back = bn.load(path)
-    np.testing.assert_array_equal(back["posterior"]["f_train"].values,
-                                  tree["posterior"]["f_train"].values)
-    np.testing.assert_array_equal(back["kernel"]["K_train"].values,
-                                  tree["kernel"]["K_train"].values)
+    np.testing.assert_array_equal(
+        back["posterior"]["f_train"].values, tree["posterior"]["f_train"].values
+    )
+    np.testing.assert_array_equal(
+        back["kernel"]["K_train"].values, tree["kernel"]["K_train"].values
+    )
     assert back.attrs["spec"] == tree.attrs["spec"]
     assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]  # no temporary left behind
     with pytest.raises(ValueError, match="does not exist"):
@@ -147,11 +161,18 @@ def test_save_load_roundtrip(runs, tmp_path):
         bn.load(tmp_path / "nope.nc")
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"method": "gibbs"}, "method"), ({"chains": 0}, "chains"), ({"draws": 0}, "draws"),
-    ({"warmup": -1}, "warmup"), ({"chain_method": "threads"}, "chain_method"),
-    ({"dtype": "float16"}, "dtype"), ({"target_accept": 1.5}, "target_accept"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"method": "gibbs"}, "method"),
+        ({"chains": 0}, "chains"),
+        ({"draws": 0}, "draws"),
+        ({"warmup": -1}, "warmup"),
+        ({"chain_method": "threads"}, "chain_method"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"target_accept": 1.5}, "target_accept"),
+    ],
+)
 def test_sample_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bn.sample(bn.NetworkSpec(width=4), DATA, **kwargs)
@@ -175,6 +196,7 @@ def test_interrupt_keeps_finished_draws(runs, monkeypatch):
             calls.append(phase)
             if calls.count("sampling") == 2:
                 raise KeyboardInterrupt
+
         return None, update
 
     monkeypatch.setattr(sampling, "progress_bar", fake_bar)
@@ -184,10 +206,11 @@ def test_interrupt_keeps_finished_draws(runs, monkeypatch):
     full = runs[1.0]["collapsed"]["posterior"]["f_train"].values
     part = tree["posterior"]["f_train"].values
     assert tree.attrs["interrupted"] == 1 and part.shape[1] == tree.attrs["draws"] < 1000
-    np.testing.assert_array_equal(part, full[:, :part.shape[1]])  # same chain, cut short
+    np.testing.assert_array_equal(part, full[:, : part.shape[1]])  # same chain, cut short
     yh = DATA.y / np.linalg.norm(DATA.y)
     assert yh @ tree["kernel"]["K_train"].values @ yh == pytest.approx(
-        float(tree["posterior"]["kernel_target"].mean()), rel=1e-10)
+        float(tree["posterior"]["kernel_target"].mean()), rel=1e-10
+    )
 
 
 def test_float32_matches_float64(runs):
@@ -199,4 +222,5 @@ def test_float32_matches_float64(runs):
     m2, s2 = _mean_mcse(runs[1.0]["collapsed"], "f_train")
     assert np.all(np.abs(m1 - m2) / np.sqrt(s1**2 + s2**2) < 4.5)
     import jax.numpy as jnp
+
     assert jnp.ones(1).dtype == jnp.float64  # x64 restored for everything else

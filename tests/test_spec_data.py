@@ -1,4 +1,5 @@
 """Validation of NetworkSpec and data sets: every bad input is a one-line ValueError."""
+
 import math
 
 import numpy as np
@@ -22,10 +23,23 @@ def test_spec_defaults_and_scaling():
     assert bn.NetworkSpec.from_attrs(sweep, prefix="net_") == s.replace(chi=1.0)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("width", 0), ("width", -3), ("width", 2.5), ("g_v", 0.0), ("g_v", -1.0), ("g_w", math.nan),
-    ("chi", 0.0), ("chi", -2.0), ("chi", math.inf), ("kappa", 0.0), ("kappa", "a"),
-    ("activation", "sigmoid")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("width", 0),
+        ("width", -3),
+        ("width", 2.5),
+        ("g_v", 0.0),
+        ("g_v", -1.0),
+        ("g_w", math.nan),
+        ("chi", 0.0),
+        ("chi", -2.0),
+        ("chi", math.inf),
+        ("kappa", 0.0),
+        ("kappa", "a"),
+        ("activation", "sigmoid"),
+    ],
+)
 def test_spec_rejects(field, value):
     kwargs = {"width": 8, field: value}
     with pytest.raises(ValueError, match=field) as e:
@@ -55,16 +69,19 @@ def test_teacher_and_xor():
 GOOD = dict(X=np.ones((4, 3)), y=np.ones(4), X_test=np.ones((2, 3)), y_test=np.ones(2))
 
 
-@pytest.mark.parametrize("name,value,match", [
-    ("X", np.ones(4), "X must have shape"),
-    ("X", np.full((4, 3), np.nan), "X contains 12 NaN"),
-    ("y", np.ones(5), "y must have length P=4"),
-    ("y", np.array([1, 1, np.inf, 1.0]), "y contains 1 NaN/inf"),
-    ("X_test", np.ones((2, 4)), "X_test must have D=3"),
-    ("y_test", np.ones(3), "y_test must have length 2"),
-    ("X", np.ones((0, 3)), "X must not be empty"),
-    ("y", "abc", "y must be a numeric array"),
-])
+@pytest.mark.parametrize(
+    "name,value,match",
+    [
+        ("X", np.ones(4), "X must have shape"),
+        ("X", np.full((4, 3), np.nan), "X contains 12 NaN"),
+        ("y", np.ones(5), "y must have length P=4"),
+        ("y", np.array([1, 1, np.inf, 1.0]), "y contains 1 NaN/inf"),
+        ("X_test", np.ones((2, 4)), "X_test must have D=3"),
+        ("y_test", np.ones(3), "y_test must have length 2"),
+        ("X", np.ones((0, 3)), "X must not be empty"),
+        ("y", "abc", "y must be a numeric array"),
+    ],
+)
 def test_from_arrays_rejects(name, value, match):
     args = dict(GOOD, **{name: value})
     with pytest.raises(ValueError, match=match) as e:
@@ -72,11 +89,17 @@ def test_from_arrays_rejects(name, value, match):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: bn.ising(n_train=0), "n_train"), (lambda: bn.ising(flip=0.7), "flip"),
-    (lambda: bn.teacher(activation="sin"), "activation"), (lambda: bn.teacher(noise=-1), "noise"),
-    (lambda: bn.xor(separation=0), "separation"), (lambda: datasets.make("mnist"), "dataset"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: bn.ising(n_train=0), "n_train"),
+        (lambda: bn.ising(flip=0.7), "flip"),
+        (lambda: bn.teacher(activation="sin"), "activation"),
+        (lambda: bn.teacher(noise=-1), "noise"),
+        (lambda: bn.xor(separation=0), "separation"),
+        (lambda: datasets.make("mnist"), "dataset"),
+    ],
+)
 def test_generators_reject(call, match):
     with pytest.raises(ValueError, match=match):
         call()

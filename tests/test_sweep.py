@@ -1,4 +1,5 @@
 """Grid sweeps: content-addressed points, resume, faults, Dask execution, collect."""
+
 import json
 import os
 import pathlib
@@ -60,8 +61,9 @@ def plan(text, tmp_path, name="grid.toml"):
 def run_and_collect(g, folder, **kw):
     store = Store(folder).prepare()
     logs = []
-    outcome = executor.run(g, store, progress=False, log=logs.append,
-                           cache_dir=compilation_cache(), **kw)
+    outcome = executor.run(
+        g, store, progress=False, log=logs.append, cache_dir=compilation_cache(), **kw
+    )
     sweep, tree = collect.collect(g, store, log=logs.append)
     return store, outcome, sweep, tree, logs
 
@@ -81,8 +83,13 @@ def cluster():
     from distributed import LocalCluster
 
     cache = compilation_cache()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", env=executor.worker_env(cache)) as c:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        env=executor.worker_env(cache),
+    ) as c:
         yield c
 
 
@@ -103,8 +110,16 @@ def test_sequential_run_and_collect(sequential):
     # the results tree keeps the layout of the report, plus the dense theory curves
     names = json.loads(tree.attrs["networks"])
     assert names == ["lin", "col"]
-    assert set(tree["lin"].children) >= {"samples", "diagnostics", "theory", "comparison",
-                                         "prior", "worst", "reference", "theory_dense"}
+    assert set(tree["lin"].children) >= {
+        "samples",
+        "diagnostics",
+        "theory",
+        "comparison",
+        "prior",
+        "worst",
+        "reference",
+        "theory_dense",
+    }
     assert tree["lin/theory_dense"].sizes["chi"] == 3
     np.testing.assert_array_equal(tree["lin/comparison"]["chi"].values, [1.0, 2.0])
 
@@ -124,15 +139,22 @@ def _kill_first_running_worker(store: Store, killed: list, timeout=300) -> None:
         time.sleep(0.02)
 
 
-def test_two_workers_equal_sequential_bit_for_bit_despite_a_killed_worker(sequential, cluster,
-                                                                          tmp_path):
+def test_two_workers_equal_sequential_bit_for_bit_despite_a_killed_worker(
+    sequential, cluster, tmp_path
+):
     g, ref_store, _, ref_sweep, ref_tree = sequential
     store = Store(tmp_path / "dask").prepare()
     killed = []
     killer = threading.Thread(target=_kill_first_running_worker, args=(store, killed))
     killer.start()
-    outcome = executor.run(g, store, scheduler=cluster.scheduler_address, progress=False,
-                           log=lambda m: None, cache_dir=compilation_cache())
+    outcome = executor.run(
+        g,
+        store,
+        scheduler=cluster.scheduler_address,
+        progress=False,
+        log=lambda m: None,
+        cache_dir=compilation_cache(),
+    )
     killer.join()
     assert killed, "no point was seen running"
     assert (outcome.done, outcome.failed, outcome.computed) == (3, 0, 3)
@@ -163,9 +185,24 @@ def test_ctrl_c_exits_130_and_resume_skips_finished_points(sequential, tmp_path)
     cfg.write_text(TINY)
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "run", "--config", str(cfg),
-                             "--out", str(out), "--no-progress"], cwd=ROOT, env=env,
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "analysis.cli",
+            "run",
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_done(out / "manifest.json", proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -177,8 +214,7 @@ def test_ctrl_c_exits_130_and_resume_skips_finished_points(sequential, tmp_path)
     states = {k: e["state"] for k, e in store.read_manifest().items()}
     done = [k for k, s in states.items() if s == "done"]
     assert 1 <= len(done) < 3 and set(states.values()) <= {"done", "pending"}
-    mtimes = {k: store.point_path(k).stat().st_mtime_ns
-              for k in done}
+    mtimes = {k: store.point_path(k).stat().st_mtime_ns for k in done}
     assert all(store.check_point(k) is None for k in done)
     # resume: the finished points are skipped, not recomputed
     _, outcome, sweep, _, logs = run_and_collect(g, out)
@@ -191,8 +227,13 @@ def test_ctrl_c_exits_130_and_resume_skips_finished_points(sequential, tmp_path)
 def test_point_invalid_at_run_time_fails_alone(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("a.npz", "b.npz"):
-        np.savez(tmp_path / name, X=rng.standard_normal((6, 3)), y=np.sign(rng.normal(size=6)),
-                 X_test=rng.standard_normal((4, 3)), y_test=np.ones(4))
+        np.savez(
+            tmp_path / name,
+            X=rng.standard_normal((6, 3)),
+            y=np.sign(rng.normal(size=6)),
+            X_test=rng.standard_normal((4, 3)),
+            y_test=np.ones(4),
+        )
     text = """
 [data]
 name = "file"
@@ -251,8 +292,9 @@ def test_truncated_or_bit_flipped_point_files_are_named_and_recomputed(sequentia
         store.open_point(g.points[1].key)
     assert list(sweep["network"].values) == ["lin"] and list(sweep["chi"].values) == [1.0]
     outcome = executor.run(g, store, progress=False, log=logs.append)
-    assert outcome.computed == 2 and any("recomputing" in line and str(truncated) in line
-                                         for line in logs)
+    assert outcome.computed == 2 and any(
+        "recomputing" in line and str(truncated) in line for line in logs
+    )
     sweep, _ = collect.collect(g, store, log=logs.append)
     xr.testing.assert_equal(sweep, ref_sweep)
 
@@ -305,20 +347,27 @@ chi = [1, "sqrt(N)", "N"]
     chis = {(p.spec.width, p.chi_rule): p.chi for p in g.points}
     assert chis[(16, "sqrt(N)")] == 4.0 and chis[(4, "N")] == 4.0 and chis[(4, "1")] == 1.0
     series = grid.series_of(g.points)
-    assert sorted(series) == ["erf_width16_seed0", "erf_width16_seed1", "erf_width4_seed0",
-                              "erf_width4_seed1"]
+    assert sorted(series) == [
+        "erf_width16_seed0",
+        "erf_width16_seed1",
+        "erf_width4_seed0",
+        "erf_width4_seed1",
+    ]
     log_grid = grid.chi_points({"min": 1, "max": "N", "num": 3}, 16)
     assert log_grid == [("1", 1.0), ("N^0.5", 4.0), ("N", 16.0)]
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[[network]]\nname = \"a\"\nwidth = [4, \"x\"]\n", ["network[0].width", "int"]),
-    ("[[network]]\nname = \"a\"\nwidth = 4\nchi = \"cube(N)\"\n", ["network[0].chi", "cube(N)"]),
-    ("[[network]]\nname = \"a\"\nwidth = 4\nchi = [1, 1.0]\n", ["network[0].chi"]),
-    ("[sampler]\nchains = [2, 0]\n", ["sampler", "chains"]),
-    ("[data]\nseed = []\n", ["data.seed", "empty"]),
-    ("[theory]\nmethods = [\"magic\"]\n", ["theory.methods", "magic"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('[[network]]\nname = "a"\nwidth = [4, "x"]\n', ["network[0].width", "int"]),
+        ('[[network]]\nname = "a"\nwidth = 4\nchi = "cube(N)"\n', ["network[0].chi", "cube(N)"]),
+        ('[[network]]\nname = "a"\nwidth = 4\nchi = [1, 1.0]\n', ["network[0].chi"]),
+        ("[sampler]\nchains = [2, 0]\n", ["sampler", "chains"]),
+        ("[data]\nseed = []\n", ["data.seed", "empty"]),
+        ('[theory]\nmethods = ["magic"]\n', ["theory.methods", "magic"]),
+    ],
+)
 def test_bad_grid_one_line_error(tmp_path, text, words):
     path = tmp_path / "bad.toml"
     path.write_text(text)

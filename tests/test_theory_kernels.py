@@ -1,4 +1,5 @@
 """theory.kernels: closed forms vs Monte Carlo over sampled neurons, quadrature vs closed forms."""
+
 import numpy as np
 import pytest
 
@@ -17,11 +18,12 @@ def _mc_kernel(activation, X, n=1_000_000, seed=0):
     """Monte-Carlo K^phi over n sampled neurons: mean and standard error, each (P, P)."""
     rng = np.random.default_rng(seed)
     D = X.shape[1]
-    phi = np.asarray(kernels.ACTIVATIONS[activation](
-        rng.standard_normal((n, D)) * np.sqrt(G_V / D) @ X.T))  # (n, P)
+    phi = np.asarray(
+        kernels.ACTIVATIONS[activation](rng.standard_normal((n, D)) * np.sqrt(G_V / D) @ X.T)
+    )  # (n, P)
     mean = phi.T @ phi / n  # (P, P)
     second = (phi * phi).T @ (phi * phi) / n  # E[(phi_a phi_b)^2], (P, P)
-    return mean, np.sqrt((second - mean ** 2) / n)
+    return mean, np.sqrt((second - mean**2) / n)
 
 
 @pytest.mark.parametrize("activation", ["linear", "erf", "relu", "tanh"])
@@ -38,8 +40,9 @@ def test_kernel_matches_monte_carlo(activation):
 def test_quadrature_equals_closed_form(activation):
     X, X2 = _points(8, 4, seed=1), _points(5, 4, seed=2)
     kx = kernels.input_kernel(X, X2, G_V)
-    q = kernels.quadrature_kernel(activation, kx, kernels.input_diag(X, G_V),
-                                  kernels.input_diag(X2, G_V))
+    q = kernels.quadrature_kernel(
+        activation, kx, kernels.input_diag(X, G_V), kernels.input_diag(X2, G_V)
+    )
     closed = kernels.kernel(activation, X, X2, G_V)
     assert float(np.max(np.abs(np.asarray(q) - np.asarray(closed)))) < 1e-8
 

@@ -1,6 +1,7 @@
 """theory for the linear network: P x P tree fixed point vs scalar rescaling, annealing, NNGP
 limit, and the rescaling one-loop against the exact blocked-Gibbs reference (tests/reference.py).
 """
+
 import os
 import sys
 from typing import NamedTuple
@@ -25,6 +26,7 @@ def _rel(a, b):
 
 # ---- the linear tree level as a P x P fixed point (an independent check of the scalar form)
 
+
 def _tree_residual(f, K, y, g_w, kappa, c):
     """f - (g_w/kappa) Sigma_h(f) (y - f) with the rank-one adapted kernel Sigma_h, (P,)."""
     delta = y - f  # (P,)
@@ -45,9 +47,13 @@ def solve_tree_matrix(K, y, g_w, width, chi, kappa, f0) -> Solution:
     """MINPACK hybr from f0; converged is False on a root with c D^T K D >= 1 (spurious)."""
     K, y = jnp.asarray(K), jnp.asarray(y)
     c = adaptive.tilt_coefficient(g_w, chi, width, kappa)
-    sol = scipy.optimize.root(lambda f: np.asarray(_res(f, K, y, g_w, kappa, c)), np.asarray(f0),
-                              jac=lambda f: np.asarray(_jac(f, K, y, g_w, kappa, c)),
-                              method="hybr", options={"xtol": 1e-12})
+    sol = scipy.optimize.root(
+        lambda f: np.asarray(_res(f, K, y, g_w, kappa, c)),
+        np.asarray(f0),
+        jac=lambda f: np.asarray(_jac(f, K, y, g_w, kappa, c)),
+        method="hybr",
+        options={"xtol": 1e-12},
+    )
     norm = float(c * (y - sol.x) @ K @ (y - sol.x))
     ok = bool(sol.success) and float(np.max(np.abs(sol.fun))) < 1e-8 and norm < 1.0
     return Solution(sol.x, ok, norm)
@@ -105,7 +111,7 @@ def test_cold_start_at_mean_field_is_detected(run_b):
 @pytest.mark.parametrize("activation", ["linear", "erf"])
 def test_small_chi_over_n_reproduces_nngp(activation):
     data = bn.ising(24, 10, 12, flip=0.1, seed=2)
-    spec = bn.NetworkSpec(width=10 ** 12, kappa=0.3, activation=activation)
+    spec = bn.NetworkSpec(width=10**12, kappa=0.3, activation=activation)
     chis = [1.0, 7.0]
     ref = theory.predict(spec, data, chis, method="nngp")
     for method in ("rescaling_tree", "rescaling_one_loop", "tree", "one_loop"):
@@ -138,8 +144,19 @@ def test_rescaling_one_loop_against_exact_and_gibbs(name, data, N):
     nngp = theory.predict(spec, data, chis, method="nngp")
     ex = theory.predict(spec, data, chis, method="exact")
     for i, chi in enumerate(chis):
-        g = gibbs_linear(data.X, data.y, data.X_test, N, spec.g_v, spec.g_w, chi, spec.kappa,
-                         sweeps=2500, burn=250, seed=i)
+        g = gibbs_linear(
+            data.X,
+            data.y,
+            data.X_test,
+            N,
+            spec.g_v,
+            spec.g_w,
+            chi,
+            spec.kappa,
+            sweeps=2500,
+            burn=250,
+            seed=i,
+        )
         mean, se = batch_mean_se(g["f_train"])
         assert np.linalg.norm(mean - ex.f_train.values[i]) < 4 * np.linalg.norm(se)
         kt, kt_se = batch_mean_se(g["kernel_target"])
@@ -147,11 +164,14 @@ def test_rescaling_one_loop_against_exact_and_gibbs(name, data, N):
         e_one = _rel(one.f_train.values[i], ex.f_train.values[i])
         e_tree = _rel(tree.f_train.values[i], ex.f_train.values[i])
         e_nngp = _rel(nngp.f_train.values[i], ex.f_train.values[i])
-        print(f"{name} chi={chi:5.1f}: rescaling_one_loop {e_one:.2e} tree {e_tree:.2e} "
-              f"nngp {e_nngp:.2e}")
+        print(
+            f"{name} chi={chi:5.1f}: rescaling_one_loop {e_one:.2e} tree {e_tree:.2e} "
+            f"nngp {e_nngp:.2e}"
+        )
         assert e_one < (10.0 / P) * e_tree
         kt_ex = float(ex.kernel_target[i])
         assert abs(float(one.kernel_target[i]) - kt_ex) < kt_ex / N
     for i in (0, 2):  # finite width at chi = 1, feature learning at chi = N
-        assert (_rel(nngp.f_train.values[i], ex.f_train.values[i])
-                > 2 * _rel(one.f_train.values[i], ex.f_train.values[i]))
+        assert _rel(nngp.f_train.values[i], ex.f_train.values[i]) > 2 * _rel(
+            one.f_train.values[i], ex.f_train.values[i]
+        )

@@ -1,4 +1,5 @@
 """theory for non-linear nets (tilted single-neuron measure), predict's schema and bad inputs."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,12 +9,23 @@ import theory
 from theory import tilted
 from theory.schema import PriorKernels
 
-VARS = {"f_train": ("chi", "train"), "f_test": ("chi", "test"), "var_train": ("chi", "train"),
-        "var_test": ("chi", "test"), "discrepancy_train": ("chi", "train"),
-        "discrepancy_test": ("chi", "test"), "K_train": ("chi", "train", "train_"),
-        "K_test_train": ("chi", "test", "train_"), "kernel_target": ("chi",),
-        "kernel_trace": ("chi",), "ubar": ("chi",), "converged": ("chi",),
-        "iterations": ("chi",), "residual": ("chi",), "normalisability": ("chi",)}
+VARS = {
+    "f_train": ("chi", "train"),
+    "f_test": ("chi", "test"),
+    "var_train": ("chi", "train"),
+    "var_test": ("chi", "test"),
+    "discrepancy_train": ("chi", "train"),
+    "discrepancy_test": ("chi", "test"),
+    "K_train": ("chi", "train", "train_"),
+    "K_test_train": ("chi", "test", "train_"),
+    "kernel_target": ("chi",),
+    "kernel_trace": ("chi",),
+    "ubar": ("chi",),
+    "converged": ("chi",),
+    "iterations": ("chi",),
+    "residual": ("chi",),
+    "normalisability": ("chi",),
+}
 
 
 def _rel(a, b):
@@ -43,9 +55,11 @@ def test_tilted_solver_with_linear_phi_matches_closed_form(small):
     points), and every run within 4 x its seed scatter."""
     spec = bn.NetworkSpec(width=32, kappa=0.3)
     chis = np.array([1.0, 4.0, 16.0])
-    kern = PriorKernels(np.asarray(theory.kernel("linear", small.X, small.X, 1.0)),
-                        np.asarray(theory.kernel("linear", small.X_test, small.X, 1.0)),
-                        np.asarray(theory.kernel_diag("linear", small.X_test, 1.0)))
+    kern = PriorKernels(
+        np.asarray(theory.kernel("linear", small.X, small.X, 1.0)),
+        np.asarray(theory.kernel("linear", small.X_test, small.X, 1.0)),
+        np.asarray(theory.kernel_diag("linear", small.X_test, 1.0)),
+    )
     ref = theory.predict(spec, small, chis, method="tree")
     runs = [tilted.anneal(spec, small, chis, kern, n_draws=8192, seed=s) for s in range(3)]
     for side in ("f_train", "f_test"):
@@ -69,8 +83,9 @@ def test_erf_annealing_converges_and_population_agrees_with_is(small):
     assert np.all(np.diff(ds.kernel_target.values) > 0)
     nngp = theory.predict(spec, small, chis, method="nngp")
     assert float(ds.kernel_target[-1]) > 1.1 * float(nngp.kernel_target[-1])
-    pop = theory.predict(spec, small, [32.0], method="tree", n_draws=8192, ess_min=1e9,
-                         max_refresh=1, n_chains=128)
+    pop = theory.predict(
+        spec, small, [32.0], method="tree", n_draws=8192, ess_min=1e9, max_refresh=1, n_chains=128
+    )
     assert pop.attrs["population_refreshes"][0] == 1
     assert not pop.converged.values[0]  # ESS target unreachable: reported, not hidden
     # the HMC population estimates the same tilted measure: relative Monte-Carlo error of the
@@ -80,8 +95,9 @@ def test_erf_annealing_converges_and_population_agrees_with_is(small):
     assert abs(float(pop.kernel_target[0]) / float(ds.kernel_target[-1]) - 1) < tol
 
 
-@pytest.mark.parametrize("method", ["nngp", "rescaling_tree", "rescaling_one_loop", "tree",
-                                    "one_loop"])
+@pytest.mark.parametrize(
+    "method", ["nngp", "rescaling_tree", "rescaling_one_loop", "tree", "one_loop"]
+)
 def test_schema(small, method):
     spec = bn.NetworkSpec(width=16, kappa=0.5, activation="tanh", chi=2.0)
     ds = theory.predict(spec, small, method=method, order="first", n_draws=2048)
@@ -104,9 +120,16 @@ def test_schema(small, method):
             assert ds[v].dims == ("chi",) and np.isfinite(ds[v].values).all()
 
 
-@pytest.mark.parametrize("chis,match", [([], "chis"), ([1.0, np.nan], "chis"),
-                                        ([0.0, 1.0], "chis"), ([-2.0], "chis"),
-                                        ("abc", "chis")])
+@pytest.mark.parametrize(
+    "chis,match",
+    [
+        ([], "chis"),
+        ([1.0, np.nan], "chis"),
+        ([0.0, 1.0], "chis"),
+        ([-2.0], "chis"),
+        ("abc", "chis"),
+    ],
+)
 def test_bad_chis(small, chis, match):
     with pytest.raises(ValueError, match=match):
         theory.predict(bn.NetworkSpec(width=8), small, chis)
@@ -135,6 +158,7 @@ def test_hmc_population_samples_the_tilted_measure():
     g_v/D within 5 standard errors of the chain average (independent momentum, jitter and
     accept keys)."""
     import jax
+
     X = jnp.asarray(bn.ising(8, 2, 4, seed=0).X)
     V0 = jax.random.normal(jax.random.PRNGKey(0), (256, 4)) * 0.5
     V = tilted.hmc_population(jax.random.PRNGKey(1), V0, X, "erf", jnp.zeros(8), 0.0, 1.0)

@@ -5,6 +5,7 @@ bounds from the Monte-Carlo error of the samples and the expansion order: toward
 tree-level saddle point holds to O(1/N) and the NNGP does not; at standard scaling the tree level
 misses an O(1/N) fluctuation term that the first-order correction supplies.
 """
+
 import arviz_stats as azs
 import numpy as np
 import pytest
@@ -22,19 +23,23 @@ def sampled():
     out = {}
     for chi in (1.0, float(N)):
         spec = bn.NetworkSpec(width=N, activation="erf", kappa=0.3, chi=chi)
-        post = bn.sample(spec, DATA, chains=4, warmup=500, draws=1500, progress=False,
-                         seed=3)["posterior"].to_dataset()[["f_train", "f_test"]]
+        post = bn.sample(spec, DATA, chains=4, warmup=500, draws=1500, progress=False, seed=3)[
+            "posterior"
+        ].to_dataset()[["f_train", "f_test"]]
         mcse = azs.mcse(post)
-        out[chi] = {s: (post[s].mean(("chain", "draw")).values, mcse[s].values)
-                    for s in ("f_train", "f_test")}
+        out[chi] = {
+            s: (post[s].mean(("chain", "draw")).values, mcse[s].values)
+            for s in ("f_train", "f_test")
+        }
     return out
 
 
 @pytest.fixture(scope="module")
 def predicted():
     spec = bn.NetworkSpec(width=N, activation="erf", kappa=0.3)
-    return {m: theory.predict(spec, DATA, CHIS, m, order="first")
-            for m in ("nngp", "tree", "one_loop")}
+    return {
+        m: theory.predict(spec, DATA, CHIS, m, order="first") for m in ("nngp", "tree", "one_loop")
+    }
 
 
 def _rel(pred, chi, side, mean):
@@ -70,7 +75,7 @@ def test_standard_scaling_first_order_correction_helps(sampled, predicted):
         one = _rel(predicted["one_loop"], 1.0, side, mean)
         tree = _rel(predicted["tree"], 1.0, side, mean)
         print(f"chi=1 {side}: one_loop {one:.2e}, tree {tree:.2e}, MC noise {noise:.2e}")
-        assert one < 3 * noise + 1.0 / N ** 2
+        assert one < 3 * noise + 1.0 / N**2
         assert one < factor * tree
     # the correction is resolved above its own Monte-Carlo error
     ds = predicted["one_loop"].sel(chi=1.0)

@@ -4,6 +4,7 @@ Importing `theory` loads no sampler and no NumPyro, and leaves JAX's precision a
 and the kernel functions run in float64 inside their own call (bayesnet.precision).  theory
 imports only the pure core of bayesnet (docs/layout.md).
 """
+
 from .kernels import input_kernel, kernel, kernel_diag
 from .predict import LINEAR_ONLY, METHODS, predict
 

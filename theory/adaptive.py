@@ -9,6 +9,7 @@ Non-linear network: f = (g_w/kappa) Q(f) (y - f), Q = <phi phi^T> under the tilt
 self-normalised importance sampling over fixed draws (tilted.py); solved by damped Newton and
 annealed over chi (Algorithm 1, `chi_ladder`).
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ def tilt_coefficient(g_w: float, chi: float, width: float, kappa: float) -> floa
 
     The one definition of c in theory/ (the tree solvers, the corrections and the diagnostics).
     """
-    return g_w * chi / (width * kappa ** 2)
+    return g_w * chi / (width * kappa**2)
 
 
 def adapted_kernel(K, delta, c: float) -> jnp.ndarray:
@@ -40,9 +41,17 @@ def adapted_cross_kernel(K, K_test_train, delta, c: float) -> jnp.ndarray:
     return K_test_train + c * jnp.outer(K_test_train @ delta, Kd) / (1.0 - c * delta @ Kd)
 
 
-def linear_posterior_kernel(K_train, K_test_train, fluct_train, fluct_test, f_train, f_test,
-                            ubar: float, chi: float, width: float
-                            ) -> tuple[np.ndarray, np.ndarray]:
+def linear_posterior_kernel(
+    K_train,
+    K_test_train,
+    fluct_train,
+    fluct_test,
+    f_train,
+    f_test,
+    ubar: float,
+    chi: float,
+    width: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean hidden kernel of the linear net, train (P, P), test-train (P*, P).
 
     K_post = K + (chi/(N ubar)) f f^T - (ubar/N) K (ubar K + kappa)^-1 K; fluct_* hold the last
@@ -54,8 +63,9 @@ def linear_posterior_kernel(K_train, K_test_train, fluct_train, fluct_test, f_tr
     return train, test
 
 
-def chi_ladder(chis, width: float, max_ratio: float = 2.0,
-               start_ratio: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+def chi_ladder(
+    chis, width: float, max_ratio: float = 2.0, start_ratio: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
     """Annealing ladder (Algorithm 1): the sorted chis plus log-spaced steps of ratio <= max_ratio,
     starting at min(chis[0], start_ratio * N) where the NNGP start is accurate (weak tilt).
 

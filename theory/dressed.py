@@ -31,6 +31,7 @@ cubature), so the code path can be checked against the exact linear posterior.
 Cost: two passes of O(M d^2) over the draws in blocks (memory O(d^2 + block d)) plus O(d^3)
 dense algebra; see `P_MAX`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -70,8 +71,12 @@ def _pair_sum(X: jnp.ndarray, rows, cols, P: int) -> jnp.ndarray:
 def _contract_EME(G: jnp.ndarray, M: jnp.ndarray, ia, ib, c, P: int) -> jnp.ndarray:
     """S = sum_qr G_qr E_q M E_r (P, P) for symmetric G (d, d)."""
     Gc = G * jnp.outer(c, c)  # (d, d)
-    S = (_pair_sum(Gc * M[ib][:, ia], ia, ib, P) + _pair_sum(Gc * M[ib][:, ib], ia, ia, P)
-         + _pair_sum(Gc * M[ia][:, ia], ib, ib, P) + _pair_sum(Gc * M[ia][:, ib], ib, ia, P))
+    S = (
+        _pair_sum(Gc * M[ib][:, ia], ia, ib, P)
+        + _pair_sum(Gc * M[ib][:, ib], ia, ia, P)
+        + _pair_sum(Gc * M[ia][:, ia], ib, ib, P)
+        + _pair_sum(Gc * M[ia][:, ib], ib, ia, P)
+    )
     return S
 
 
@@ -110,9 +115,11 @@ def _blocks(t: TiltedSample, block: int):
 def check_size(P: int) -> None:
     """One-line ValueError when P is beyond what the dense vech algebra allows (P_MAX)."""
     if P > P_MAX:
-        raise ValueError(f"P={P} train points is beyond the dressed one-loop's limit P <= {P_MAX} "
-                         f"(d = P(P+1)/2 = {P * (P + 1) // 2}: dense d x d algebra); use the "
-                         f"first-order correction")
+        raise ValueError(
+            f"P={P} train points is beyond the dressed one-loop's limit P <= {P_MAX} "
+            f"(d = P(P+1)/2 = {P * (P + 1) // 2}: dense d x d algebra); use the "
+            f"first-order correction"
+        )
 
 
 @with_float64
@@ -125,9 +132,13 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     P = int(t.phi.shape[1])
     check_size(P)
     g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
-    Q, Q_test = tilted_kernels(t._replace(phi=jnp.asarray(t.phi, jnp.float64),
-                                          phi_test=jnp.asarray(t.phi_test, jnp.float64),
-                                          w=jnp.asarray(t.w, jnp.float64)))
+    Q, Q_test = tilted_kernels(
+        t._replace(
+            phi=jnp.asarray(t.phi, jnp.float64),
+            phi_test=jnp.asarray(t.phi_test, jnp.float64),
+            w=jnp.asarray(t.w, jnp.float64),
+        )
+    )
     Q, Q_test = jnp.asarray(Q, jnp.float64), jnp.asarray(Q_test, jnp.float64)
     y = jnp.asarray(t.y, jnp.float64)
     M, a = gp_algebra(Q, g, kap, y)  # (P, P), (P,)
@@ -147,10 +158,11 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     C_u = Suz - jnp.outer(su, sz)  # (P*, d)
 
     # vech algebra of L: gradient residual, Hessian, propagator
-    EA = (jax.nn.one_hot(ia, P).T * (c * a[ib]) + jax.nn.one_hot(ib, P).T * (c * a[ia]))  # (P, d)
+    EA = jax.nn.one_hot(ia, P).T * (c * a[ib]) + jax.nn.one_hot(ib, P).T * (c * a[ia])  # (P, d)
     Mi, Mj = M[ia], M[ib]  # (d, P)
-    H = (-chi * g * g * (EA.T @ M @ EA)
-         + g * g * jnp.outer(c, c) * (Mi[:, ia] * Mj[:, ib] + Mi[:, ib] * Mj[:, ia]))  # (d, d)
+    H = -chi * g * g * (EA.T @ M @ EA) + g * g * jnp.outer(c, c) * (
+        Mi[:, ia] * Mj[:, ib] + Mi[:, ib] * Mj[:, ia]
+    )  # (d, d)
     H = 0.5 * (H + H.T)
     gres = -0.5 * g * _grad(M, ia, ib, c)  # (d,)
     W = jnp.linalg.inv(N * jnp.eye(d) - H @ Sigma)  # (d, d)
@@ -160,8 +172,9 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     A = 0.5 * (A + A.T)
     S = _contract_EME(G, M, ia, ib, c, P)  # (P, P)
     MSa = M @ (S @ a)  # (P,)
-    L3G = (chi * g ** 3 * (2.0 * EA.T @ MSa + _grad(M @ (EA @ G @ EA.T) @ M, ia, ib, c))
-           - g ** 3 * _grad(M @ S @ M, ia, ib, c))  # (d,)
+    L3G = chi * g**3 * (
+        2.0 * EA.T @ MSa + _grad(M @ (EA @ G @ EA.T) @ M, ia, ib, c)
+    ) - g**3 * _grad(M @ S @ M, ia, ib, c)  # (d,)
     Y = W @ (M @ EA).T  # (d, P)
 
     # pass 2: third-cumulant (tadpole) contractions and the test cross term b
@@ -175,12 +188,14 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     eps = G @ src + 0.5 * W.T @ k3A  # (d,) <eps>
     a_mean = a - g * M @ (EA @ eps) + g * g * MSa  # (P,)
     f_train = y - kap * a_mean
-    f_test = g * (Q_test @ a_mean + C_u @ (W @ src)
-                  + (0.5 / N) * (uq + C_u @ (A @ k3A)) - g * b)  # (P*,)
+    f_test = g * (
+        Q_test @ a_mean + C_u @ (W @ src) + (0.5 / N) * (uq + C_u @ (A @ k3A)) - g * b
+    )  # (P*,)
     return f_train, f_test
 
 
 # ------------------------------------------------------------------ exact Gaussian moments
+
 
 def gaussian_cubature7(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Points (K, n) and weights (K,) integrating every polynomial of degree <= 7 exactly
@@ -198,14 +213,24 @@ def gaussian_cubature7(n: int) -> tuple[np.ndarray, np.ndarray]:
     i, j = np.triu_indices(n, 1)
     orbB = np.concatenate([s1 * eye[i] + s2 * eye[j] for s1 in (1, -1) for s2 in (1, -1)])
     orbB = orbB / math.sqrt(2.0)
-    trip = np.array([(p, q, r) for p in range(n) for q in range(p + 1, n)
-                     for r in range(q + 1, n)])
-    orbC = np.concatenate([s1 * eye[trip[:, 0]] + s2 * eye[trip[:, 1]] + s3 * eye[trip[:, 2]]
-                           for s1 in (1, -1) for s2 in (1, -1) for s3 in (1, -1)])
+    trip = np.array([(p, q, r) for p in range(n) for q in range(p + 1, n) for r in range(q + 1, n)])
+    orbC = np.concatenate(
+        [
+            s1 * eye[trip[:, 0]] + s2 * eye[trip[:, 1]] + s3 * eye[trip[:, 2]]
+            for s1 in (1, -1)
+            for s2 in (1, -1)
+            for s3 in (1, -1)
+        ]
+    )
     orbC = orbC / math.sqrt(3.0)
     U = np.concatenate([orbA, orbB, orbC])  # (K0, n) on the unit sphere
-    wU = np.concatenate([np.full(len(orbA), wA / len(orbA)), np.full(len(orbB), wB / len(orbB)),
-                         np.full(len(orbC), wC / len(orbC))])
+    wU = np.concatenate(
+        [
+            np.full(len(orbA), wA / len(orbA)),
+            np.full(len(orbB), wB / len(orbB)),
+            np.full(len(orbC), wC / len(orbC)),
+        ]
+    )
     x, wx = scipy.special.roots_genlaguerre(2, n / 2.0 - 1.0)  # r^2 = 2x ~ chi2_n
     wx = wx / wx.sum()
     pts = np.concatenate([math.sqrt(2.0 * xk) * U for xk in x])
@@ -213,14 +238,22 @@ def gaussian_cubature7(n: int) -> tuple[np.ndarray, np.ndarray]:
     return pts, wts
 
 
-def linear_tilted_sample(X: np.ndarray, X_test: np.ndarray, y: np.ndarray, f_train: np.ndarray,
-                         g_v: float, g_w: float, kappa: float, chi: float,
-                         width: int) -> TiltedSample:
+def linear_tilted_sample(
+    X: np.ndarray,
+    X_test: np.ndarray,
+    y: np.ndarray,
+    f_train: np.ndarray,
+    g_v: float,
+    g_w: float,
+    kappa: float,
+    chi: float,
+    width: int,
+) -> TiltedSample:
     """TiltedSample with exact Gaussian moments (to degree 7) for linear phi at train predictor
     f_train (P,): v ~ N(0, g_v/D I) tilted by exp(c (Delta^T X v)^2 / 2) is Gaussian with
     precision D/g_v I - c X^T Delta Delta^T X, c = g_w chi/(N kappa^2), Delta = y - f_train."""
     D = X.shape[1]
-    c = g_w * chi / (width * kappa ** 2)
+    c = g_w * chi / (width * kappa**2)
     u = X.T @ (np.asarray(y) - np.asarray(f_train))  # (D,)
     prec = (D / g_v) * np.eye(D) - c * np.outer(u, u)  # (D, D)
     L = np.linalg.cholesky(np.linalg.inv(prec))  # (D, D)
@@ -228,7 +261,16 @@ def linear_tilted_sample(X: np.ndarray, X_test: np.ndarray, y: np.ndarray, f_tra
     V = pts @ L.T  # (K, D)
     phi, phi_t = V @ X.T, V @ X_test.T  # (K, P), (K, P*)
     Kx = (g_v / D) * X @ X.T
-    return TiltedSample(phi=jnp.asarray(phi), phi_test=jnp.asarray(phi_t), w=jnp.asarray(wts),
-                        K=jnp.asarray(Kx), K_test=jnp.asarray((g_v / D) * X_test @ X.T),
-                        prior=False, y=jnp.asarray(y), g_w=g_w, kappa=kappa, chi=chi,
-                        width=int(width))
+    return TiltedSample(
+        phi=jnp.asarray(phi),
+        phi_test=jnp.asarray(phi_t),
+        w=jnp.asarray(wts),
+        K=jnp.asarray(Kx),
+        K_test=jnp.asarray((g_v / D) * X_test @ X.T),
+        prior=False,
+        y=jnp.asarray(y),
+        g_w=g_w,
+        kappa=kappa,
+        chi=chi,
+        width=int(width),
+    )

@@ -4,6 +4,7 @@
 methods of `theory.predict`), plus exact-only variables (s_mean, s_std, s_mode, quad_error).
 The maths is in bayesnet/scale_mixture.py and docs/exact_linear.md.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,20 +17,30 @@ from bayesnet.spec import NetworkSpec
 
 from .schema import Row, assemble, check_chis
 
-EXACT_ONLY = {"s_mean": "posterior mean of the scale s", "s_std": "posterior std of s",
-              "s_mode": "mode s* of the log-s posterior (one-loop rescaling ubar = g_w s*)",
-              "quad_error": "quadrature error (max change between grid levels)"}
+EXACT_ONLY = {
+    "s_mean": "posterior mean of the scale s",
+    "s_std": "posterior std of s",
+    "s_mode": "mode s* of the log-s posterior (one-loop rescaling ubar = g_w s*)",
+    "quad_error": "quadrature error (max change between grid levels)",
+}
 
 
 def _one_chi(spec, tol: float, prob: sm.LinearProblem) -> tuple[Row, dict]:
     """Exact posterior summaries at one chi (spec.chi): the schema row and the exact-only
     scalars."""
     post = sm.posterior(spec, None, tol=tol, prob=prob)
-    row = Row(f_train=post["mean_train"], var_train=post["var_train"],
-              f_test=post["mean_test"], var_test=post["var_test"], K_train=post["K_train"],
-              K_test_train=post["K_test_train"], ubar=spec.g_w * post["s_mode"],
-              converged=post["converged"], iterations=post["n_nodes"],
-              residual=post["quad_error"])
+    row = Row(
+        f_train=post["mean_train"],
+        var_train=post["var_train"],
+        f_test=post["mean_test"],
+        var_test=post["var_test"],
+        K_train=post["K_train"],
+        K_test_train=post["K_test_train"],
+        ubar=spec.g_w * post["s_mode"],
+        converged=post["converged"],
+        iterations=post["n_nodes"],
+        residual=post["quad_error"],
+    )
     return row, {k: post[k] for k in EXACT_ONLY}
 
 
@@ -45,6 +56,8 @@ def predict_exact(spec: NetworkSpec, data: Dataset, chis, tol: float = 1e-12) ->
     c = check_chis(chis, spec.chi, sort=False)
     prob = sm.prepare(spec, data)  # one eigendecomposition for all chi
     out = [_one_chi(spec.replace(chi=float(x)), tol, prob) for x in c]
-    extra = {k: ((), np.array([o[1][k] for o in out], dtype=float), long)
-             for k, long in EXACT_ONLY.items()}
+    extra = {
+        k: ((), np.array([o[1][k] for o in out], dtype=float), long)
+        for k, long in EXACT_ONLY.items()
+    }
     return assemble([o[0] for o in out], c, spec, data, "exact", extra=extra)

@@ -3,6 +3,7 @@
 `TiltedSample` is what every correction consumes: weighted single-neuron draws of the tilted
 measure at the tree-level solution, with the closed-form prior kernel for the control variate.
 """
+
 from __future__ import annotations
 
 import functools
@@ -66,16 +67,16 @@ class Correction(NamedTuple):
     delta_test: jnp.ndarray
 
 
-def gp_algebra(Q: jnp.ndarray, g_w: float, kappa: float,
-               y: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def gp_algebra(
+    Q: jnp.ndarray, g_w: float, kappa: float, y: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """M = (g_w Q + kappa I)^-1 (P, P) and a = M y (P,): the tree level is the GP with kernel Q."""
     B = g_w * Q + kappa * jnp.eye(Q.shape[0])  # (P, P)
     M = jnp.linalg.inv(0.5 * (B + B.T))  # (P, P), symmetric positive definite
     return 0.5 * (M + M.T), M @ y
 
 
-def first_order_shift(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray,
-                                                 jnp.ndarray]:
+def first_order_shift(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """First-order fluctuation shift around the tilted saddle (docs/one_loop.md, 'first order').
 
     Returns (f_TL train (P,), f_TL test (P*,), shift train (P,), shift test (P*,)), where the
@@ -86,8 +87,9 @@ def first_order_shift(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray, jnp.nd
       T2_* = -g_w^2/2 (u2_* - g_w Q_* M u2).
     Cost O(M P^2 + M P P*).
     """
-    return _first_order_shift(t.phi, t.phi_test, t.w, t.K, t.K_test, t.y, t.g_w, t.kappa,
-                              t.width, prior=bool(t.prior))
+    return _first_order_shift(
+        t.phi, t.phi_test, t.w, t.K, t.K_test, t.y, t.g_w, t.kappa, t.width, prior=bool(t.prior)
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("prior",))
@@ -109,7 +111,7 @@ def _first_order_shift(phi, phi_test, w, K, K_test, y, g, kap, N, prior):
     # train: (I - g_w Q M) = kappa M turns T1 + T2 into one solve (exact identity)
     shift_train = -(kap * g * g / N) * (M @ (r1 + 0.5 * u2))  # (P,)
     QtM = Q_test @ M  # (P*, P)
-    T1 = -g * g * (u1t - QtM @ Qa) + g ** 3 * (QtM @ r1)  # (P*,)
+    T1 = -g * g * (u1t - QtM @ Qa) + g**3 * (QtM @ r1)  # (P*,)
     T2 = -0.5 * g * g * (u2t - g * (QtM @ u2))  # (P*,)
     return g * Qa, g * (Q_test @ a), shift_train, (T1 + T2) / N
 
@@ -121,8 +123,9 @@ def first_order_correction(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray]:
     return f_tr + d_tr, f_te + d_te
 
 
-def linear_first_order_shift(Q: jnp.ndarray, Q_test: jnp.ndarray, y: jnp.ndarray, g_w: float,
-                             kappa: float, width: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+def linear_first_order_shift(
+    Q: jnp.ndarray, Q_test: jnp.ndarray, y: jnp.ndarray, g_w: float, kappa: float, width: float
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Closed form (Wick) of the first-order shift for linear phi: (train (P,), test (P*,)).
 
     The tilted measure is Gaussian with covariance Q (train) and Q_* (test-train), so
@@ -164,21 +167,30 @@ class LaplaceOneLoop(NamedTuple):
     sigma2: float
 
 
-def _ell_derivs(s: float, lam: np.ndarray, yt: np.ndarray, g_w: float, width: float, chi: float,
-                kappa: float) -> tuple[float, float, float]:
+def _ell_derivs(
+    s: float, lam: np.ndarray, yt: np.ndarray, g_w: float, width: float, chi: float, kappa: float
+) -> tuple[float, float, float]:
     """l'(s), l''(s), l'''(s) of l(s) = (N/2-1) log s - N s/2 - chi/2 y^T B^-1 y - 1/2 log det B,
     B = s g_w K + kappa I, in the eigenbasis of K (lam, yt = U^T y)."""
     d = s * g_w * lam + kappa  # (P,)
     x = g_w * lam / d  # (P,)
     n1 = 0.5 * width - 1.0
-    l1 = n1 / s - 0.5 * width + 0.5 * chi * np.sum(yt ** 2 * x / d) - 0.5 * np.sum(x)
-    l2 = -n1 / s ** 2 - chi * np.sum(yt ** 2 * x ** 2 / d) + 0.5 * np.sum(x ** 2)
-    l3 = 2.0 * n1 / s ** 3 + 3.0 * chi * np.sum(yt ** 2 * x ** 3 / d) - np.sum(x ** 3)
+    l1 = n1 / s - 0.5 * width + 0.5 * chi * np.sum(yt**2 * x / d) - 0.5 * np.sum(x)
+    l2 = -n1 / s**2 - chi * np.sum(yt**2 * x**2 / d) + 0.5 * np.sum(x**2)
+    l3 = 2.0 * n1 / s**3 + 3.0 * chi * np.sum(yt**2 * x**3 / d) - np.sum(x**3)
     return float(l1), float(l2), float(l3)
 
 
-def laplace_one_loop(lam: np.ndarray, U: np.ndarray, B_test: np.ndarray, y: np.ndarray,
-                     g_w: float, width: float, chi: float, kappa: float) -> LaplaceOneLoop:
+def laplace_one_loop(
+    lam: np.ndarray,
+    U: np.ndarray,
+    B_test: np.ndarray,
+    y: np.ndarray,
+    g_w: float,
+    width: float,
+    chi: float,
+    kappa: float,
+) -> LaplaceOneLoop:
     """Laplace (one-loop) expansion of the exact linear posterior mean in the scale s.
 
     lam (r,), U (P, r): eigenmodes of K^x; B_test = K_test_train U (P*, r); y (P,).  The mode s*
@@ -202,18 +214,23 @@ def laplace_one_loop(lam: np.ndarray, U: np.ndarray, B_test: np.ndarray, y: np.n
     sigma2 = -1.0 / l2
     d = s * g_w * lam + kappa  # (r,)
     # train factor r(s) = s g_w lam / d and test factor q(s) = s g_w / d, with s-derivatives
-    r0, r1 = s * g_w * lam / d, g_w * lam * kappa / d ** 2
-    r2 = -2 * g_w ** 2 * lam ** 2 * kappa / d ** 3
-    q0, q1, q2 = s * g_w / d, g_w * kappa / d ** 2, -2 * g_w ** 2 * lam * kappa / d ** 3
-    coef = lambda c0, c1, c2: c0 + 0.5 * sigma2 * c2 + 0.5 * sigma2 ** 2 * l3 * c1  # noqa: E731
+    r0, r1 = s * g_w * lam / d, g_w * lam * kappa / d**2
+    r2 = -2 * g_w**2 * lam**2 * kappa / d**3
+    q0, q1, q2 = s * g_w / d, g_w * kappa / d**2, -2 * g_w**2 * lam * kappa / d**3
+    coef = lambda c0, c1, c2: c0 + 0.5 * sigma2 * c2 + 0.5 * sigma2**2 * l3 * c1  # noqa: E731
     f_tr = U @ (coef(r0, r1, r2) * yt)  # (P,)
     f_te = B_test @ (coef(q0, q1, q2) * yt)  # (P*,)
     return LaplaceOneLoop(f_tr, f_te, U @ (r0 * yt), B_test @ (q0 * yt), s, sigma2)
 
 
-def _ell(s: float, lam: np.ndarray, yt: np.ndarray, g_w: float, width: float, chi: float,
-         kappa: float) -> float:
+def _ell(
+    s: float, lam: np.ndarray, yt: np.ndarray, g_w: float, width: float, chi: float, kappa: float
+) -> float:
     """l(s) up to a constant (see _ell_derivs)."""
     d = s * g_w * lam + kappa
-    return float((0.5 * width - 1.0) * math.log(s) - 0.5 * width * s
-                 - 0.5 * chi * np.sum(yt ** 2 / d) - 0.5 * np.sum(np.log(d)))
+    return float(
+        (0.5 * width - 1.0) * math.log(s)
+        - 0.5 * width * s
+        - 0.5 * chi * np.sum(yt**2 / d)
+        - 0.5 * np.sum(np.log(d))
+    )

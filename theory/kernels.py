@@ -5,6 +5,7 @@ activation (tanh, ...).  The quadrature splits the angle at the zeros of both pr
 activations with a kink at 0 (relu, abs, leaky relu) converge exponentially too.
 All arrays float64: the public functions run under bayesnet.precision.float64.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,7 +39,8 @@ def input_diag(X: ArrayLike, g_v: float) -> jax.Array:
 def _erf_kernel(k12, k11, k22):
     """Arcsine kernel of erf from input-kernel entries (broadcasting)."""
     return (2.0 / jnp.pi) * jnp.arcsin(
-        jnp.clip(2.0 * k12 / jnp.sqrt((1.0 + 2.0 * k11) * (1.0 + 2.0 * k22)), -1.0, 1.0))
+        jnp.clip(2.0 * k12 / jnp.sqrt((1.0 + 2.0 * k11) * (1.0 + 2.0 * k22)), -1.0, 1.0)
+    )
 
 
 def _relu_kernel(k12, k11, k22):
@@ -97,9 +99,13 @@ def _pair_quadrature(phi, k12, k11, k22, n_r, n_theta):
     norm = jnp.sqrt(k11 * k22)
     rho = jnp.clip(jnp.where(norm > 0, k12 / jnp.where(norm > 0, norm, 1.0), 0.0), -1.0, 1.0)
     beta = jnp.arccos(rho)  # h2 = sqrt(k22) r cos(theta - beta), h1 = sqrt(k11) r cos(theta)
-    breaks = jnp.sort(jnp.mod(jnp.array([0.5, 1.5, 0.0, 0.0]) * jnp.pi
-                              + jnp.array([0.0, 0.0, beta + 0.5 * jnp.pi, beta + 1.5 * jnp.pi]),
-                              2 * jnp.pi))  # (4,)
+    breaks = jnp.sort(
+        jnp.mod(
+            jnp.array([0.5, 1.5, 0.0, 0.0]) * jnp.pi
+            + jnp.array([0.0, 0.0, beta + 0.5 * jnp.pi, beta + 1.5 * jnp.pi]),
+            2 * jnp.pi,
+        )
+    )  # (4,)
     ends = jnp.concatenate([breaks[1:], breaks[:1] + 2 * jnp.pi])  # (4,)
     half = 0.5 * (ends - breaks)  # (4,)
     theta = (breaks + half)[:, None] + half[:, None] * xg[None, :]  # (4, n_theta)
@@ -110,8 +116,15 @@ def _pair_quadrature(phi, k12, k11, k22, n_r, n_theta):
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "n_r", "n_theta", "chunk"))
-def quadrature_pairs(activation: str, k12: jax.Array, k11: jax.Array, k22: jax.Array,
-                     n_r: int = 32, n_theta: int = 32, chunk: int = 256) -> jax.Array:
+def quadrature_pairs(
+    activation: str,
+    k12: jax.Array,
+    k11: jax.Array,
+    k22: jax.Array,
+    n_r: int = 32,
+    n_theta: int = 32,
+    chunk: int = 256,
+) -> jax.Array:
     """E[phi(h1) phi(h2)] for flat arrays of pairs (n,) with Var h1 = k11, Var h2 = k22,
     Cov = k12; evaluated in chunks of `chunk` pairs to bound memory."""
     phi = ACTIVATIONS[activation]
@@ -123,8 +136,9 @@ def quadrature_pairs(activation: str, k12: jax.Array, k11: jax.Array, k22: jax.A
     return out.reshape(-1)[:n]
 
 
-def quadrature_kernel(activation: str, k12: ArrayLike, k11: ArrayLike, k22: ArrayLike,
-                      **kw: int) -> jax.Array:
+def quadrature_kernel(
+    activation: str, k12: ArrayLike, k11: ArrayLike, k22: ArrayLike, **kw: int
+) -> jax.Array:
     """K^phi by 2-D quadrature from input-kernel entries k12 (P1, P2), k11 (P1,), k22 (P2,)."""
     P1, P2 = k12.shape
     a = jnp.broadcast_to(jnp.asarray(k11)[:, None], (P1, P2)).reshape(-1)
@@ -132,8 +146,7 @@ def quadrature_kernel(activation: str, k12: ArrayLike, k11: ArrayLike, k22: Arra
     return quadrature_pairs(activation, jnp.asarray(k12).reshape(-1), a, b, **kw).reshape(P1, P2)
 
 
-def kernel_from_input(activation: str, k12: ArrayLike, k11: ArrayLike,
-                      k22: ArrayLike) -> jax.Array:
+def kernel_from_input(activation: str, k12: ArrayLike, k11: ArrayLike, k22: ArrayLike) -> jax.Array:
     """K^phi from input-kernel entries: closed form where known, quadrature otherwise."""
     check_activation(activation)
     k12, k11, k22 = (jnp.asarray(a, jnp.float64) for a in (k12, k11, k22))
@@ -146,8 +159,9 @@ def kernel_from_input(activation: str, k12: ArrayLike, k11: ArrayLike,
 def kernel(activation: str, X1: ArrayLike, X2: ArrayLike, g_v: float) -> jax.Array:
     """NNGP feature kernel K^phi(X1, X2), shape (P1, P2); linear gives K^x = (g_v/D) X1 X2^T."""
     check_activation(activation)
-    return kernel_from_input(activation, input_kernel(X1, X2, g_v), input_diag(X1, g_v),
-                             input_diag(X2, g_v))
+    return kernel_from_input(
+        activation, input_kernel(X1, X2, g_v), input_diag(X1, g_v), input_diag(X2, g_v)
+    )
 
 
 def kernel_diag_from_input(activation: str, k11: ArrayLike) -> jax.Array:

@@ -3,6 +3,7 @@
 The methods, their orders and their names are documented in `predict`'s docstring and in
 docs/one_loop.md.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -19,8 +20,15 @@ from bayesnet.spec import NetworkSpec
 from . import adaptive, dressed, fluctuation, kernels, rescaling
 from .schema import PriorKernels, Row, assemble, check_chis
 
-METHODS = ("nngp", "rescaling_tree", "rescaling_one_loop", "tree", "one_loop",
-           "laplace_one_loop", "exact")
+METHODS = (
+    "nngp",
+    "rescaling_tree",
+    "rescaling_one_loop",
+    "tree",
+    "one_loop",
+    "laplace_one_loop",
+    "exact",
+)
 LINEAR_ONLY = ("laplace_one_loop", "exact")  # methods that exist for linear networks only
 ORDERS = ("dressed", "first")
 
@@ -43,8 +51,9 @@ def _check(method: str, activation: str, order: str) -> None:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     check_activation(activation)
     if method in LINEAR_ONLY and activation != "linear":
-        raise ValueError(f"method {method!r} exists for linear networks only, got "
-                         f"activation={activation!r}")
+        raise ValueError(
+            f"method {method!r} exists for linear networks only, got activation={activation!r}"
+        )
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
 
@@ -52,18 +61,31 @@ def _check(method: str, activation: str, order: str) -> None:
 def _kernels(spec, data) -> PriorKernels:
     """Prior feature kernels: train (P, P), test-train (P*, P), test diagonal (P*,)."""
     a, g_v = spec.activation, spec.g_v
-    return PriorKernels(np.asarray(kernels.kernel(a, data.X, data.X, g_v)),
-                        np.asarray(kernels.kernel(a, data.X_test, data.X, g_v)),
-                        np.asarray(kernels.kernel_diag(a, data.X_test, g_v)))
+    return PriorKernels(
+        np.asarray(kernels.kernel(a, data.X, data.X, g_v)),
+        np.asarray(kernels.kernel(a, data.X_test, data.X, g_v)),
+        np.asarray(kernels.kernel_diag(a, data.X_test, g_v)),
+    )
 
 
 def _nngp(spec, data, chis, kern: PriorKernels) -> list[Row]:
     """NNGP: GP with kernel g_w K^phi, noise kappa; variances / chi; ubar = g_w."""
     g, kap = spec.g_w, spec.kappa
-    m_tr, v_tr, m_te, v_te = gp.gp_train_test(g * kern.K, g * kern.K_test_train,
-                                              g * kern.k_test, data.y, kap)
-    return [Row(np.asarray(m_tr), np.asarray(v_tr) / chi, np.asarray(m_te),
-                np.asarray(v_te) / chi, kern.K, kern.K_test_train, ubar=g) for chi in chis]
+    m_tr, v_tr, m_te, v_te = gp.gp_train_test(
+        g * kern.K, g * kern.K_test_train, g * kern.k_test, data.y, kap
+    )
+    return [
+        Row(
+            np.asarray(m_tr),
+            np.asarray(v_tr) / chi,
+            np.asarray(m_te),
+            np.asarray(v_te) / chi,
+            kern.K,
+            kern.K_test_train,
+            ubar=g,
+        )
+        for chi in chis
+    ]
 
 
 def _spectrum(spec, data, kern: PriorKernels) -> rescaling.Spectrum:
@@ -94,10 +116,24 @@ def _rescaling(spec, data, chis, kern: PriorKernels, trace: bool, kernel_mode: s
                 fl_tr, fl_te = rescaling.fluctuation_kernel(sp, B, u, kap)
             else:
                 fl_tr, fl_te = np.zeros_like(kern.K), np.zeros_like(kern.K_test_train)
-            K_tr, K_te = adaptive.linear_posterior_kernel(kern.K, kern.K_test_train, fl_tr, fl_te,
-                                                          f_tr, f_te, u, chi, N)
-        rows.append(Row(f_tr, v_tr, f_te, v_te, K_tr, K_te, ubar=u, converged=res < 1e-8,
-                        iterations=it, residual=res, normalisability=norm))
+            K_tr, K_te = adaptive.linear_posterior_kernel(
+                kern.K, kern.K_test_train, fl_tr, fl_te, f_tr, f_te, u, chi, N
+            )
+        rows.append(
+            Row(
+                f_tr,
+                v_tr,
+                f_te,
+                v_te,
+                K_tr,
+                K_te,
+                ubar=u,
+                converged=res < 1e-8,
+                iterations=it,
+                residual=res,
+                normalisability=norm,
+            )
+        )
     return rows
 
 
@@ -114,20 +150,34 @@ def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[
             c = adaptive.tilt_coefficient(spec.g_w, chi, spec.width, spec.kappa)
             Q = adaptive.adapted_kernel(K, delta, c)  # (P, P) tilted covariance
             Q_t = adaptive.adapted_cross_kernel(K, Kt, delta, c)  # (P*, P)
-            s_tr, s_te = (np.asarray(x) for x in fluctuation.linear_first_order_shift(
-                Q, Q_t, y, spec.g_w, spec.kappa, spec.width))
+            s_tr, s_te = (
+                np.asarray(x)
+                for x in fluctuation.linear_first_order_shift(
+                    Q, Q_t, y, spec.g_w, spec.kappa, spec.width
+                )
+            )
         else:
-            t = dressed.linear_tilted_sample(np.asarray(data.X), np.asarray(data.X_test), y,
-                                             row.f_train, spec.g_v, spec.g_w, spec.kappa, chi,
-                                             spec.width)
+            t = dressed.linear_tilted_sample(
+                np.asarray(data.X),
+                np.asarray(data.X_test),
+                y,
+                row.f_train,
+                spec.g_v,
+                spec.g_w,
+                spec.kappa,
+                chi,
+                spec.width,
+            )
             _, _, s_tr, s_te = _shift(t, order)
-        out.append(Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), row.f_train,
-                             row.f_test))
+        out.append(
+            Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), row.f_train, row.f_test)
+        )
     return rows, out
 
 
-def _shift(t: fluctuation.TiltedSample, order: str) -> tuple[np.ndarray, np.ndarray,
-                                                              np.ndarray, np.ndarray]:
+def _shift(
+    t: fluctuation.TiltedSample, order: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(tree train, tree test, shift train, shift test) of one correction on one sample."""
     if order == "first":
         return tuple(np.asarray(x) for x in fluctuation.first_order_shift(t))
@@ -161,27 +211,47 @@ def _correction_vars(corr: list[Corrected]) -> dict:
     st = lambda k: np.stack([getattr(c, k) for c in corr])  # noqa: E731
     rel = lambda k, ref: np.array([n(getattr(c, k)) / n(getattr(c, ref)) for c in corr])  # noqa
     return {
-        "correction_train": (("train",), st("shift_train"),
-                             "fluctuation correction f - f_tree, train points"),
-        "correction_test": (("test",), st("shift_test"),
-                            "fluctuation correction f - f_tree, test points"),
-        "correction_size_train": ((), rel("shift_train", "tree_train"),
-                                  "|f - f_tree| / |f_tree|, train points"),
-        "correction_size_test": ((), rel("shift_test", "tree_test"),
-                                 "|f - f_tree| / |f_tree|, test points"),
-        "correction_mcse_train": ((), rel("se_train", "tree_train"),
-                                  "|Monte-Carlo standard error of the correction| / |f_tree|, "
-                                  "train points (batch means over the draws; 0 closed form)"),
-        "correction_mcse_test": ((), rel("se_test", "tree_test"),
-                                 "|Monte-Carlo standard error of the correction| / |f_tree|, "
-                                 "test points (batch means over the draws; 0 closed form)"),
+        "correction_train": (
+            ("train",),
+            st("shift_train"),
+            "fluctuation correction f - f_tree, train points",
+        ),
+        "correction_test": (
+            ("test",),
+            st("shift_test"),
+            "fluctuation correction f - f_tree, test points",
+        ),
+        "correction_size_train": (
+            (),
+            rel("shift_train", "tree_train"),
+            "|f - f_tree| / |f_tree|, train points",
+        ),
+        "correction_size_test": (
+            (),
+            rel("shift_test", "tree_test"),
+            "|f - f_tree| / |f_tree|, test points",
+        ),
+        "correction_mcse_train": (
+            (),
+            rel("se_train", "tree_train"),
+            "|Monte-Carlo standard error of the correction| / |f_tree|, "
+            "train points (batch means over the draws; 0 closed form)",
+        ),
+        "correction_mcse_test": (
+            (),
+            rel("se_test", "tree_test"),
+            "|Monte-Carlo standard error of the correction| / |f_tree|, "
+            "test points (batch means over the draws; 0 closed form)",
+        ),
     }
 
 
 def _apply(rows: list[Row], corr: list[Corrected]) -> list[Row]:
     """Tree-level rows with the corrected means (variances and kernels stay tree level)."""
-    return [r._replace(f_train=r.f_train + c.shift_train, f_test=r.f_test + c.shift_test)
-            for r, c in zip(rows, corr)]
+    return [
+        r._replace(f_train=r.f_train + c.shift_train, f_test=r.f_test + c.shift_test)
+        for r, c in zip(rows, corr)
+    ]
 
 
 def _laplace(spec, data, chis, kern: PriorKernels) -> tuple[list[Row], list[Corrected]]:
@@ -195,16 +265,26 @@ def _laplace(spec, data, chis, kern: PriorKernels) -> tuple[list[Row], list[Corr
         u = g * lp.s_mode
         _, v_tr, _, v_te = rescaling.rescaled_outputs(sp, B, kern.k_test, u, chi, kap)
         fl_tr, fl_te = rescaling.fluctuation_kernel(sp, B, u, kap)
-        K_tr, K_te = adaptive.linear_posterior_kernel(kern.K, kern.K_test_train, fl_tr, fl_te,
-                                                      lp.f_train, lp.f_test, u, chi, N)
+        K_tr, K_te = adaptive.linear_posterior_kernel(
+            kern.K, kern.K_test_train, fl_tr, fl_te, lp.f_train, lp.f_test, u, chi, N
+        )
         delta = y - lp.f_train
         c = adaptive.tilt_coefficient(g, chi, N, kap)
         norm = c * float(delta @ sp.U @ (sp.lam * (sp.U.T @ delta)))
-        rows.append(Row(lp.f_train, v_tr, lp.f_test, v_te, K_tr, K_te, ubar=u,
-                        normalisability=norm))
+        rows.append(
+            Row(lp.f_train, v_tr, lp.f_test, v_te, K_tr, K_te, ubar=u, normalisability=norm)
+        )
         s_tr, s_te = lp.f_train - lp.f_mode_train, lp.f_test - lp.f_mode_test
-        corr.append(Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te),
-                              lp.f_mode_train, lp.f_mode_test))
+        corr.append(
+            Corrected(
+                s_tr,
+                s_te,
+                np.zeros_like(s_tr),
+                np.zeros_like(s_te),
+                lp.f_mode_train,
+                lp.f_mode_test,
+            )
+        )
     return rows, corr
 
 
@@ -212,16 +292,21 @@ def _tilted(spec, data, chis, kern: PriorKernels, correct, options: dict):
     """Non-linear (or sampled linear) tree level over the chi grid; returns (rows, extras,
     attrs)."""
     from . import tilted
-    res = tilted.anneal(spec, data, chis, kern, odd=spec.activation in ODD, at_solution=correct,
-                        **options)
-    attrs = {"ess": np.array([r.ess for r in res]),  # importance-sampling ESS per chi
-             "population_refreshes": np.array([r.refreshes for r in res])}
+
+    res = tilted.anneal(
+        spec, data, chis, kern, odd=spec.activation in ODD, at_solution=correct, **options
+    )
+    attrs = {
+        "ess": np.array([r.ess for r in res]),  # importance-sampling ESS per chi
+        "population_refreshes": np.array([r.refreshes for r in res]),
+    }
     return [r.row for r in res], [r.extra for r in res], attrs
 
 
 @with_float64
-def tilted_samples(spec: NetworkSpec, data: Dataset, chis=None,
-                   **options) -> list[fluctuation.TiltedSample]:
+def tilted_samples(
+    spec: NetworkSpec, data: Dataset, chis=None, **options
+) -> list[fluctuation.TiltedSample]:
     """The tree level's tilted single-neuron draws at the solution for each chi (sorted), as
     TiltedSamples for any correction (options as for the non-linear solver)."""
     check_activation(spec.activation)
@@ -231,8 +316,14 @@ def tilted_samples(spec: NetworkSpec, data: Dataset, chis=None,
 
 
 @with_float64
-def predict(spec: NetworkSpec, data: Dataset, chis=None, method: str = "one_loop",
-            order: str = "dressed", **options) -> xr.Dataset:
+def predict(
+    spec: NetworkSpec,
+    data: Dataset,
+    chis=None,
+    method: str = "one_loop",
+    order: str = "dressed",
+    **options,
+) -> xr.Dataset:
     """Theory predictions for `spec` on `data` at every chi (float64 xarray.Dataset over `chi`).
 
     chis: None means [spec.chi]; any order is accepted and the grid is SORTED ascending
@@ -276,6 +367,7 @@ def predict(spec: NetworkSpec, data: Dataset, chis=None, method: str = "one_loop
     chis = check_chis(chis, spec.chi)
     if method == "exact":
         from .exact import predict_exact
+
         return predict_exact(spec, data, chis)
     closed_form = bool(options.pop("closed_form", True))
     n_batches = int(options.pop("n_batches", 8))
@@ -287,8 +379,9 @@ def predict(spec: NetworkSpec, data: Dataset, chis=None, method: str = "one_loop
     elif method == "rescaling_tree":
         rows = _rescaling(spec, data, chis, kern, trace=False, kernel_mode="rescaled")
     elif method == "rescaling_one_loop":
-        rows = _rescaling(spec, data, chis, kern, trace=True,
-                          kernel_mode="one_loop" if linear else "rescaled")
+        rows = _rescaling(
+            spec, data, chis, kern, trace=True, kernel_mode="one_loop" if linear else "rescaled"
+        )
     elif method == "laplace_one_loop":
         rows, corr = _laplace(spec, data, chis, kern)
     elif method == "tree" and linear:
@@ -299,11 +392,13 @@ def predict(spec: NetworkSpec, data: Dataset, chis=None, method: str = "one_loop
         rows, corr = _linear_one_loop(spec, data, chis, kern, order)
         rows = _apply(rows, corr)
     else:
-        rows, corr, attrs = _tilted(spec, data, chis, kern, _sampled_correction(order, n_batches),
-                                    options)
+        rows, corr, attrs = _tilted(
+            spec, data, chis, kern, _sampled_correction(order, n_batches), options
+        )
         rows = _apply(rows, corr)
-    ds = assemble(rows, chis, spec, data, method,
-                  extra=None if corr is None else _correction_vars(corr))
+    ds = assemble(
+        rows, chis, spec, data, method, extra=None if corr is None else _correction_vars(corr)
+    )
     ds.attrs.update(attrs)
     if method == "one_loop":
         ds.attrs["order"] = order

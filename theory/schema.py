@@ -3,6 +3,7 @@
 `theory.predict` (approximate methods) and `theory.exact` (exact linear results) both build their
 xarray.Dataset here, so the variables, dimensions and attributes have one definition.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,13 +21,15 @@ LONG_NAMES = {
     "f_test": "posterior mean output, test points",
     "var_train": "posterior output variance, train points",
     "var_test": "posterior output variance, test points",
-    "discrepancy_train": "y - f_train", "discrepancy_test": "y_test - f_test",
+    "discrepancy_train": "y - f_train",
+    "discrepancy_test": "y_test - f_test",
     "K_train": "posterior mean hidden kernel (1/N) sum <phi phi^T>, train block",
     "K_test_train": "posterior mean hidden kernel, test-train block",
     "kernel_target": "yhat^T K_train yhat (target alignment of the hidden kernel)",
     "kernel_trace": "tr K_train / P",
     "ubar": "effective readout scale",
-    "converged": "solver converged", "iterations": "solver iterations",
+    "converged": "solver converged",
+    "iterations": "solver iterations",
     "residual": "solver residual (max abs)",
     "normalisability": "c Delta^T K Delta (linear tilt normalisable iff < 1)",
 }
@@ -85,8 +88,9 @@ def spec_attrs(spec: NetworkSpec) -> dict:
     return spec.to_attrs(chi=False)
 
 
-def assemble(rows: list[Row], chis, spec: NetworkSpec, data: Dataset, method: str,
-             extra: dict | None = None) -> xr.Dataset:
+def assemble(
+    rows: list[Row], chis, spec: NetworkSpec, data: Dataset, method: str, extra: dict | None = None
+) -> xr.Dataset:
     """Stack per-chi rows into the prediction Dataset over `chi`.
 
     extra: name -> (dims without chi, (n_chi, ...) array, long_name) for method-specific
@@ -98,7 +102,8 @@ def assemble(rows: list[Row], chis, spec: NetworkSpec, data: Dataset, method: st
     K_tr = st("K_train")  # (chi, P, P)
     yhat = np.asarray(data.y) / np.linalg.norm(data.y)
     variables = {
-        "f_train": (("chi", "train"), f_tr), "f_test": (("chi", "test"), f_te),
+        "f_train": (("chi", "train"), f_tr),
+        "f_test": (("chi", "test"), f_te),
         "var_train": (("chi", "train"), st("var_train")),
         "var_test": (("chi", "test"), st("var_test")),
         "discrepancy_train": (("chi", "train"), np.asarray(data.y)[None] - f_tr),
@@ -111,13 +116,21 @@ def assemble(rows: list[Row], chis, spec: NetworkSpec, data: Dataset, method: st
         "converged": (("chi",), st("converged").astype(bool)),
         "iterations": (("chi",), st("iterations").astype(np.int64)),
         "residual": (("chi",), st("residual").astype(np.float64)),
-        "normalisability": (("chi",), st("normalisability").astype(np.float64))}
+        "normalisability": (("chi",), st("normalisability").astype(np.float64)),
+    }
     long_names = dict(LONG_NAMES)
     for name, (dims, arr, long_name) in (extra or {}).items():
         variables[name] = (("chi",) + tuple(dims), np.asarray(arr))
         long_names[name] = long_name
-    ds = xr.Dataset(variables, coords={"chi": np.asarray(chis, float), "train": np.arange(P),
-                                       "test": np.arange(Pt), "train_": np.arange(P)})
+    ds = xr.Dataset(
+        variables,
+        coords={
+            "chi": np.asarray(chis, float),
+            "train": np.arange(P),
+            "test": np.arange(Pt),
+            "train_": np.arange(P),
+        },
+    )
     for name, long_name in long_names.items():
         ds[name].attrs["long_name"] = long_name
     ds.attrs.update(spec_attrs(spec))

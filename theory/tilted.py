@@ -16,6 +16,7 @@ which then serve as the proposal of the same importance-sampling estimator.
 At each requested chi the solver hands the draws at the solution to the fluctuation corrections
 as a `fluctuation.TiltedSample` (`tilted_sample`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,16 +54,18 @@ def features(activation: str, V: jnp.ndarray, X) -> jnp.ndarray:
     return ACTIVATIONS[activation](V @ jnp.asarray(X).T)  # (M, P)
 
 
-def prior_draws(activation: str, X, X_test, g_v: float, n_draws: int, seed: int,
-                odd: bool) -> Draws:
+def prior_draws(
+    activation: str, X, X_test, g_v: float, n_draws: int, seed: int, odd: bool
+) -> Draws:
     """M prior draws v ~ N(0, g_v/D I) (plus antithetic mirrors -v for non-odd phi, interleaved
     so that contiguous even-sized batches keep each pair together)."""
     D = X.shape[1]
     V = jax.random.normal(jax.random.PRNGKey(seed), (n_draws, D)) * math.sqrt(g_v / D)  # (M, D)
     if not odd:
         V = jnp.stack([V, -V], axis=1).reshape(2 * n_draws, D)  # (2M, D)
-    return Draws(V, features(activation, V, X), features(activation, V, X_test),
-                 jnp.zeros(V.shape[0]), True)
+    return Draws(
+        V, features(activation, V, X), features(activation, V, X_test), jnp.zeros(V.shape[0]), True
+    )
 
 
 def _weights(phi, log_q, delta, c):
@@ -79,8 +82,17 @@ def _weight_shift(w, prior):
 
 
 @functools.partial(jax.jit, static_argnames=("prior",))
-def residual(f: jnp.ndarray, phi: jnp.ndarray, log_q: jnp.ndarray, K: jnp.ndarray, y: jnp.ndarray,
-             g_w: float, kappa: float, c: float, prior: bool) -> jnp.ndarray:
+def residual(
+    f: jnp.ndarray,
+    phi: jnp.ndarray,
+    log_q: jnp.ndarray,
+    K: jnp.ndarray,
+    y: jnp.ndarray,
+    g_w: float,
+    kappa: float,
+    c: float,
+    prior: bool,
+) -> jnp.ndarray:
     """Tree equation f - (g_w/kappa) Q(f)(y - f), (P,); c the tilt coefficient."""
     delta = y - f  # (P,)
     w, s = _weights(phi, log_q, delta, c)
@@ -94,8 +106,17 @@ autodiff_jacobian = jax.jit(jax.jacfwd(residual), static_argnames=("prior",))
 
 
 @functools.partial(jax.jit, static_argnames=("prior",))
-def jacobian(f: jnp.ndarray, phi: jnp.ndarray, log_q: jnp.ndarray, K: jnp.ndarray, y: jnp.ndarray,
-             g_w: float, kappa: float, c: float, prior: bool) -> jnp.ndarray:
+def jacobian(
+    f: jnp.ndarray,
+    phi: jnp.ndarray,
+    log_q: jnp.ndarray,
+    K: jnp.ndarray,
+    y: jnp.ndarray,
+    g_w: float,
+    kappa: float,
+    c: float,
+    prior: bool,
+) -> jnp.ndarray:
     """d/df of f - (g/kappa) Q(f) Delta at fixed g, in closed form (P, P): one M P^2 matmul.
 
     d(Q Delta)/dDelta = K + Phi^T diag(w~ + c w s^2) Phi - c m m^T,  m = sum_m w_m s_m phi_m.
@@ -111,9 +132,17 @@ def jacobian(f: jnp.ndarray, phi: jnp.ndarray, log_q: jnp.ndarray, K: jnp.ndarra
 
 
 @functools.partial(jax.jit, static_argnames=("prior",))
-def tilted_moments(phi: jnp.ndarray, phi_test: jnp.ndarray, log_q: jnp.ndarray, K: jnp.ndarray,
-                   K_tt: jnp.ndarray, k_test: jnp.ndarray, delta: jnp.ndarray, c: float,
-                   prior: bool) -> tuple:
+def tilted_moments(
+    phi: jnp.ndarray,
+    phi_test: jnp.ndarray,
+    log_q: jnp.ndarray,
+    K: jnp.ndarray,
+    K_tt: jnp.ndarray,
+    k_test: jnp.ndarray,
+    delta: jnp.ndarray,
+    c: float,
+    prior: bool,
+) -> tuple:
     """Q train (P, P), test-train (P*, P), test diagonal (P*,), and the ESS of the weights."""
     w, _ = _weights(phi, log_q, delta, c)
     wt = _weight_shift(w, prior)
@@ -127,8 +156,9 @@ def tilted_moments(phi: jnp.ndarray, phi_test: jnp.ndarray, log_q: jnp.ndarray, 
 _solve = jax.jit(jnp.linalg.solve)  # XLA's LU: avoids BLAS thread contention with JAX
 
 
-def newton(fun: Callable, jac: Callable, z0, tol: float, maxiter: int = 50,
-           reuse: float = 0.25) -> tuple[np.ndarray, int, float, bool]:
+def newton(
+    fun: Callable, jac: Callable, z0, tol: float, maxiter: int = 50, reuse: float = 0.25
+) -> tuple[np.ndarray, int, float, bool]:
     """Damped Newton with backtracking on max|F|; the Jacobian (the O(M P^2) part) is reused
     while each step still cuts max|F| by the factor `reuse` (chord steps).
 
@@ -165,11 +195,20 @@ def _log_density(v, X, activation, delta, c, g_v):
     return -0.5 * v.shape[0] * (v @ v) / g_v + 0.5 * c * s * s
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "n_warm", "n_keep", "thin",
-                                             "n_leap"))
-def hmc_population(key: jax.Array, V0: jnp.ndarray, X: jnp.ndarray, activation: str,
-                   delta: jnp.ndarray, c: float, g_v: float, n_warm: int = 60, n_keep: int = 32,
-                   thin: int = 2, n_leap: int = 6) -> jnp.ndarray:
+@functools.partial(jax.jit, static_argnames=("activation", "n_warm", "n_keep", "thin", "n_leap"))
+def hmc_population(
+    key: jax.Array,
+    V0: jnp.ndarray,
+    X: jnp.ndarray,
+    activation: str,
+    delta: jnp.ndarray,
+    c: float,
+    g_v: float,
+    n_warm: int = 60,
+    n_keep: int = 32,
+    thin: int = 2,
+    n_leap: int = 6,
+) -> jnp.ndarray:
     """Population of HMC chains (one per row of V0 (C, D)); returns kept states (C*n_keep, D)."""
     logp = lambda v: _log_density(v, X, activation, delta, c, g_v)  # noqa: E731
     grad = jax.vmap(jax.value_and_grad(logp))
@@ -212,15 +251,23 @@ def hmc_population(key: jax.Array, V0: jnp.ndarray, X: jnp.ndarray, activation: 
     return kept.reshape(-1, D)  # (n_keep*C, D)
 
 
-def population_draws(draws: Draws, activation: str, X, X_test, delta, c: float, g_v: float,
-                     n_chains: int, seed: int) -> Draws:
+def population_draws(
+    draws: Draws, activation: str, X, X_test, delta, c: float, g_v: float, n_chains: int, seed: int
+) -> Draws:
     """Replace the draws by a HMC population of the current tilted measure (proposal log-tilt
     stored so the same importance-sampling estimator applies to nearby f and chi)."""
     key = jax.random.PRNGKey(seed)
     w, _ = _weights(draws.phi, draws.log_q, delta, c)
     idx = jax.random.choice(key, w.shape[0], (n_chains,), p=w)  # resample as chain starts
-    V = hmc_population(jax.random.fold_in(key, 1), draws.V[idx], jnp.asarray(X), activation,
-                       jnp.asarray(delta), c, g_v)
+    V = hmc_population(
+        jax.random.fold_in(key, 1),
+        draws.V[idx],
+        jnp.asarray(X),
+        activation,
+        jnp.asarray(delta),
+        c,
+        g_v,
+    )
     phi = features(activation, V, X)  # (M', P)
     s = phi @ delta
     return Draws(V, phi, features(activation, V, X_test), -0.5 * c * s * s, False)
@@ -256,8 +303,9 @@ class TiltedRow(NamedTuple):
     extra: object = None
 
 
-def solve_chi(pb: Problem, draws: Draws, chi: float, f0, tol: float, maxiter: int,
-              autodiff: bool = False) -> tuple[np.ndarray, int, float, bool]:
+def solve_chi(
+    pb: Problem, draws: Draws, chi: float, f0, tol: float, maxiter: int, autodiff: bool = False
+) -> tuple[np.ndarray, int, float, bool]:
     """Newton solve of the tree equation at one chi on fixed draws; autodiff=True uses the
     jacfwd Jacobian instead of the closed-form one."""
     args = (draws.phi, draws.log_q, pb.K, pb.y, pb.g_w, pb.kappa, pb.tilt(chi))
@@ -271,9 +319,19 @@ def tilted_sample(pb: Problem, draws: Draws, chi: float, f) -> TiltedSample:
     """The draws as a TiltedSample of the tilted measure at train predictor f (P,) and chi:
     normalised weights exp(c (Delta^T phi)^2/2) relative to the draws' proposal."""
     w, _ = _weights(draws.phi, draws.log_q, pb.y - jnp.asarray(f), pb.tilt(chi))
-    return TiltedSample(phi=draws.phi, phi_test=draws.phi_test, w=w, K=pb.K, K_test=pb.K_tt,
-                        prior=draws.prior, y=pb.y, g_w=pb.g_w, kappa=pb.kappa, chi=float(chi),
-                        width=int(pb.width))
+    return TiltedSample(
+        phi=draws.phi,
+        phi_test=draws.phi_test,
+        w=w,
+        K=pb.K,
+        K_test=pb.K_tt,
+        prior=draws.prior,
+        y=pb.y,
+        g_w=pb.g_w,
+        kappa=pb.kappa,
+        chi=float(chi),
+        width=int(pb.width),
+    )
 
 
 def _outputs(pb: Problem, draws: Draws, chi: float, f) -> tuple[Row, float]:
@@ -281,24 +339,52 @@ def _outputs(pb: Problem, draws: Draws, chi: float, f) -> tuple[Row, float]:
     g = pb.g_w
     delta = pb.y - f  # (P,)
     c = pb.tilt(chi)
-    Q, Q_tt, q_test, ess = tilted_moments(draws.phi, draws.phi_test, draws.log_q, pb.K, pb.K_tt,
-                                          pb.k_test, jnp.asarray(delta), c, prior=draws.prior)
+    Q, Q_tt, q_test, ess = tilted_moments(
+        draws.phi,
+        draws.phi_test,
+        draws.log_q,
+        pb.K,
+        pb.K_tt,
+        pb.k_test,
+        jnp.asarray(delta),
+        c,
+        prior=draws.prior,
+    )
     f_test = (g / pb.kappa) * Q_tt @ delta  # (P*,)
     _, v_tr = gp.gp_posterior(g * Q, g * Q, g * jnp.diag(Q), pb.y, pb.kappa)
     _, v_te = gp.gp_posterior(g * Q, g * Q_tt, g * q_test, pb.y, pb.kappa)
     ubar = g * float(delta @ Q @ delta) / float(delta @ pb.K @ delta)
     norm = c * float(delta @ pb.K @ delta)
-    row = Row(f_train=np.asarray(f), var_train=np.asarray(v_tr) / chi,
-              f_test=np.asarray(f_test), var_test=np.asarray(v_te) / chi, K_train=np.asarray(Q),
-              K_test_train=np.asarray(Q_tt), ubar=ubar, normalisability=norm)
+    row = Row(
+        f_train=np.asarray(f),
+        var_train=np.asarray(v_tr) / chi,
+        f_test=np.asarray(f_test),
+        var_test=np.asarray(v_te) / chi,
+        K_train=np.asarray(Q),
+        K_test_train=np.asarray(Q_tt),
+        ubar=ubar,
+        normalisability=norm,
+    )
     return row, float(ess)
 
 
-def anneal(spec: NetworkSpec, data: Dataset, chis, kern: PriorKernels, odd: bool = True,
-           n_draws: int = 32768, ess_min: float | None = None, n_chains: int = 512,
-           seed: int = 0, tol: float = 1e-10, maxiter: int = 50, max_ratio: float = 2.0,
-           max_refresh: int = 3, autodiff: bool = False,
-           at_solution: Callable[[TiltedSample], object] | None = None) -> list[TiltedRow]:
+def anneal(
+    spec: NetworkSpec,
+    data: Dataset,
+    chis,
+    kern: PriorKernels,
+    odd: bool = True,
+    n_draws: int = 32768,
+    ess_min: float | None = None,
+    n_chains: int = 512,
+    seed: int = 0,
+    tol: float = 1e-10,
+    maxiter: int = 50,
+    max_ratio: float = 2.0,
+    max_refresh: int = 3,
+    autodiff: bool = False,
+    at_solution: Callable[[TiltedSample], object] | None = None,
+) -> list[TiltedRow]:
     """Algorithm 1: NNGP start at the smallest chi of a ladder, each solution starts the next
     chi; population draws replace the prior draws when ESS < ess_min (default M/100).
 
@@ -306,13 +392,26 @@ def anneal(spec: NetworkSpec, data: Dataset, chis, kern: PriorKernels, odd: bool
     row.  at_solution(t) is called with the TiltedSample at each requested chi's solution (e.g. a
     fluctuation correction); its result is the row's `extra`.
     """
-    pb = Problem(spec.activation, np.asarray(data.X), np.asarray(data.X_test),
-                 jnp.asarray(data.y), jnp.asarray(kern.K), jnp.asarray(kern.K_test_train),
-                 jnp.asarray(kern.k_test), spec.g_w, spec.g_v, spec.kappa, float(spec.width))
+    pb = Problem(
+        spec.activation,
+        np.asarray(data.X),
+        np.asarray(data.X_test),
+        jnp.asarray(data.y),
+        jnp.asarray(kern.K),
+        jnp.asarray(kern.K_test_train),
+        jnp.asarray(kern.k_test),
+        spec.g_w,
+        spec.g_v,
+        spec.kappa,
+        float(spec.width),
+    )
     draws = prior_draws(pb.activation, pb.X, pb.X_test, pb.g_v, n_draws, seed, odd)
     ess_min = draws.phi.shape[0] / 100 if ess_min is None else ess_min
-    f = np.asarray(gp.gp_posterior(spec.g_w * pb.K, spec.g_w * pb.K, spec.g_w * jnp.diag(pb.K),
-                                   pb.y, pb.kappa)[0])  # NNGP start
+    f = np.asarray(
+        gp.gp_posterior(
+            spec.g_w * pb.K, spec.g_w * pb.K, spec.g_w * jnp.diag(pb.K), pb.y, pb.kappa
+        )[0]
+    )  # NNGP start
     ladder, index = adaptive.chi_ladder(chis, spec.width, max_ratio)
     wanted = set(int(i) for i in index)
     sols = {}
@@ -323,9 +422,17 @@ def anneal(spec: NetworkSpec, data: Dataset, chis, kern: PriorKernels, odd: bool
             row, ess = _outputs(pb, draws, chi, f_new)
             if ess >= ess_min or refresh >= max_refresh:
                 break
-            draws = population_draws(draws, pb.activation, pb.X, pb.X_test,
-                                     jnp.asarray(pb.y - f_new), pb.tilt(chi), pb.g_v, n_chains,
-                                     seed + 1000 * (k + 1) + refresh)
+            draws = population_draws(
+                draws,
+                pb.activation,
+                pb.X,
+                pb.X_test,
+                jnp.asarray(pb.y - f_new),
+                pb.tilt(chi),
+                pb.g_v,
+                n_chains,
+                seed + 1000 * (k + 1) + refresh,
+            )
             refresh += 1
         f = f_new
         if k in wanted:
