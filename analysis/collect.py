@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import xarray as xr
 
+from bayesnet.observables import kernel_scalars
 from bayesnet.vocabulary import describe
 
 from . import grid as gridlib
@@ -61,7 +62,7 @@ def prior_kernel(spec, data) -> xr.Dataset:
     import theory
 
     K = np.asarray(theory.kernel(spec.activation, data.X, data.X, spec.g_v))  # (P, P)
-    yhat = data.y / np.linalg.norm(data.y)
+    scalars = kernel_scalars(K, data.y)
     return xr.Dataset(
         {
             "K_train": (
@@ -71,12 +72,12 @@ def prior_kernel(spec, data) -> xr.Dataset:
             ),
             "kernel_target": (
                 (),
-                yhat @ K @ yhat,
+                scalars["kernel_target"],
                 {"long_name": "prior kernel target projection yhat^T K^phi yhat"},
             ),
             "kernel_trace": (
                 (),
-                np.trace(K) / K.shape[0],
+                scalars["kernel_trace"],
                 {"long_name": "prior kernel trace tr K^phi / P"},
             ),
         },

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import scale_mixture
+from .observables import unit_target
 from .results import progress_bar, to_datatree
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def _arrays(spec, data):
     D = X.shape[1]
     sv2 = np.zeros(D)
     sv2[: sv.size] = sv**2
-    y_hat = y / np.linalg.norm(y)
+    y_hat = unit_target(y)
     yc = y_hat - y_hat.mean()
     Xc = X - X.mean(axis=0)
     W = Wt[:D]  # (D, D) right singular basis of X

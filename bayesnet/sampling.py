@@ -18,6 +18,7 @@ import xarray as xr
 from . import engine
 from .datasets import Dataset
 from .models import MODELS, Theta
+from .observables import unit_target
 from .precision import float64, with_float64
 from .results import progress_bar, to_datatree
 from .spec import NetworkSpec
@@ -140,7 +141,7 @@ def check_options(
 
 def data_arrays(data: Dataset, dtype="float64") -> dict:
     """The traced data arguments of the models: X, y, X_test and the unit target y_hat."""
-    y_hat = data.y / np.linalg.norm(data.y)
+    y_hat = unit_target(np.asarray(data.y))
     return {
         k: jnp.asarray(v, dtype=dtype)
         for k, v in (("X", data.X), ("y", data.y), ("X_test", data.X_test), ("y_hat", y_hat))

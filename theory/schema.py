@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from bayesnet.datasets import Dataset
+from bayesnet.observables import kernel_scalars
 from bayesnet.spec import NetworkSpec
 from bayesnet.vocabulary import describe
 
@@ -100,7 +101,7 @@ def assemble(
     st = lambda k: np.stack([np.asarray(getattr(r, k)) for r in rows])  # noqa: E731
     f_tr, f_te = st("f_train"), st("f_test")
     K_tr = st("K_train")  # (chi, P, P)
-    yhat = np.asarray(data.y) / np.linalg.norm(data.y)
+    scalars = kernel_scalars(K_tr, np.asarray(data.y))  # (chi,) each
     variables = {
         "f_train": (("chi", "train"), f_tr),
         "f_test": (("chi", "test"), f_te),
@@ -110,8 +111,8 @@ def assemble(
         "discrepancy_test": (("chi", "test"), np.asarray(data.y_test)[None] - f_te),
         "K_train": (("chi", "train", "train_"), K_tr),
         "K_test_train": (("chi", "test", "train_"), st("K_test_train")),
-        "kernel_target": (("chi",), np.einsum("a,cab,b->c", yhat, K_tr, yhat)),
-        "kernel_trace": (("chi",), np.trace(K_tr, axis1=1, axis2=2) / P),
+        "kernel_target": (("chi",), scalars["kernel_target"]),
+        "kernel_trace": (("chi",), scalars["kernel_trace"]),
         "ubar": (("chi",), st("ubar").astype(np.float64)),
         "converged": (("chi",), st("converged").astype(bool)),
         "iterations": (("chi",), st("iterations").astype(np.int64)),
