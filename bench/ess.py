@@ -79,3 +79,19 @@ def mcse_mean(x) -> float:
     """Monte-Carlo standard error of the posterior mean of x (chains, draws): sd / sqrt(ESS)."""
     x = np.atleast_2d(np.asarray(x, dtype=float))
     return float(np.std(x, ddof=1) / np.sqrt(ess_mean(x)))
+
+
+def figure_of_merit(wall_s: float, fm, kt) -> dict:
+    """ESS, MCSE and cost per unit precision (wall x MCSE^2) of the posterior means of the
+    mean train output fm and of yhat^T K yhat kt (both (chains, draws)), with ESS/s beside."""
+    e_f, e_k = ess_bulk(fm), ess_bulk(kt)
+    m_f, m_k = mcse_mean(fm), mcse_mean(kt)
+    return {
+        "ess_f": e_f,
+        "ess_k": e_k,
+        "mcse_f": m_f,
+        "mcse_k": m_k,
+        "cost_f": wall_s * m_f**2,
+        "cost_k": wall_s * m_k**2,
+        "ess_per_s": min(e_f, e_k) / wall_s,
+    }

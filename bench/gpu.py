@@ -29,7 +29,7 @@ import time
 
 import jax
 import numpy as np
-from ess import ess_bulk, mcse_mean
+from ess import figure_of_merit, mcse_mean
 
 import bayesnet as bn
 from bayesnet import engine, sampling
@@ -72,8 +72,6 @@ def run(
     f, kt = r.draws["f_train"], r.draws["kernel_target"]
     fm = f.mean(-1)
     wall = t["compile_s"] + t["sample_s"]
-    m_f, m_k = mcse_mean(fm), mcse_mean(kt)
-    e_f, e_k = ess_bulk(fm), ess_bulk(kt)
     sampling_s = t["sample_s"] - t["warmup_s"]
     res = {
         "algorithm": algorithm,
@@ -93,13 +91,7 @@ def run(
         "mean_steps": float(r.draws["n_steps"].mean()),
         "lockstep_efficiency": t["n_grad"] / max(t["n_grad_lockstep"], 1),
         "divergences": int(r.draws["diverging"].sum()),
-        "ess_f": e_f,
-        "ess_k": e_k,
-        "mcse_f": m_f,
-        "mcse_k": m_k,
-        "cost_f": wall * m_f**2,
-        "cost_k": wall * m_k**2,
-        "ess_per_s": min(e_f, e_k) / wall,
+        **figure_of_merit(wall, fm, kt),
         "f_train_mean": f.mean((0, 1)),
         "f_train_mcse": np.array([mcse_mean(f[..., i]) for i in range(f.shape[-1])]),
     }

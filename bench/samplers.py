@@ -43,7 +43,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ess import ess_bulk, mcse_mean
+from ess import figure_of_merit
 
 import bayesnet as bn
 from bayesnet import engine, sampling
@@ -59,23 +59,16 @@ bn.enable_float64()  # the hand-written baseline runs in float64, like bayesnet.
 def row(method, compile_s, sample_s, grads, fm, kt, **extra):
     """One result: wall, gradients, ESS, MCSE and cost per unit precision of f-bar and yKy."""
     wall = compile_s + sample_s
-    e_f, e_k = ess_bulk(fm), ess_bulk(kt)
-    m_f, m_k = mcse_mean(fm), mcse_mean(kt)
+    merit = figure_of_merit(wall, fm, kt)
     return {
         "method": method,
         "compile_s": compile_s,
         "sample_s": sample_s,
         "wall_s": wall,
         "grads": int(grads),
-        "ess_f": e_f,
-        "ess_k": e_k,
-        "mcse_f": m_f,
-        "mcse_k": m_k,
-        "cost_f": wall * m_f**2,
-        "cost_k": wall * m_k**2,
-        "cost_f_run": sample_s * m_f**2,
-        "cost_k_run": sample_s * m_k**2,
-        "ess_per_s": min(e_f, e_k) / wall,
+        **merit,
+        "cost_f_run": sample_s * merit["mcse_f"] ** 2,
+        "cost_k_run": sample_s * merit["mcse_k"] ** 2,
         "mean_f": float(np.mean(fm)),
         "mean_k": float(np.mean(kt)),
         **extra,
