@@ -14,7 +14,8 @@ MCSE of every mean from the spread of the chain means (chains are independent, s
 whatever the autocorrelation); the posterior output variance by the law of total variance
 (Var E[f|V] + E Var[f|V]) with a delta-method MCSE.  Per point split R-hat (two halves of every
 chain) and ESS = posterior variance of E[f|V] / MCSE^2; rank-normalised split R-hat and bulk ESS
-(bench/ess.py, no ArviZ) of the scalars.  The mean hidden kernels K_train, K_test_train too.
+(bench/ess.py, no ArviZ) of the scalars on the first 512 chains.  The mean hidden kernels
+K_train, K_test_train too.
 
     PYTHONPATH=.:bench python bench/references.py --out $OUT/references.json --deadline EPOCH_S
     PYTHONPATH=$PWD .venv/bin/python bench/references.py --quick --out /tmp/ref.json  # CPU smoke
@@ -66,6 +67,7 @@ DATA = {
 ACTIVATIONS = ("relu", "erf", "tanh")
 WIDTH_TIERS = ((64, 128), (32, 256))
 SCALARS = ("kernel_target", "kernel_trace", "kernel_alignment")
+DIAG_CHAINS = 512  # rank R-hat and bulk ESS of the scalars on the first chains (host time)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -109,10 +111,33 @@ def write_json(path: str | None, obj) -> None:
 
 def case_order(
     activations: Iterable[str], tiers: Iterable[Iterable[int]], datasets: Iterable[str]
-) -> list[tuple[str, int, str]]:
-    """(activation, width, data set) groups in priority order: tier, activation, width, data."""
+) -> list[tuple[int, str, int, str]]:
+    """(tier, activation, width, data set) groups in priority order: tier, activation, width,
+    data.  One group = one compiled program, run at every chi of the ladder."""
     datasets = list(datasets)
-    return [(a, n, d) for tier in tiers for a in activations for n in tier for d in datasets]
+    return [
+        (t, a, n, d)
+        for t, tier in enumerate(tiers)
+        for a in activations
+        for n in tier
+        for d in datasets
+    ]
+
+
+def sampling_cap(
+    left_s: float,
+    cases: int,
+    compiles: int,
+    compile_s: float,
+    warmup_s: float,
+    min_s: float,
+    max_s: float,
+) -> float:
+    """Sampling seconds for the next case: an equal share of the time left among the `cases`
+    still to run in its block (same tier and activation), after `compiles` programs still to
+    build and every case's warmup; clipped to [min_s, max_s]."""
+    share = (left_s - compiles * compile_s) / max(cases, 1) - warmup_s
+    return float(min(max(share, min_s), max_s))
 
 
 def chi_ladder(width: int) -> tuple[float, float, float]:
@@ -120,10 +145,8 @@ def chi_ladder(width: int) -> tuple[float, float, float]:
     return (1.0, math.sqrt(width), float(width))
 
 
-def _rhat_split(x: np.ndarray) -> float:
-    """Classic R-hat of x (chains, draws) with each chain split in two halves."""
-    half = x.shape[1] // 2
-    x = np.vstack([x[:, :half], x[:, -half:]])
+def _rhat(x: np.ndarray) -> float:
+    """Classic R-hat of x (chains, draws)."""
     n = x.shape[1]
     w = x.var(axis=1, ddof=1).mean()
     b = n * x.mean(axis=1).var(ddof=1)
@@ -142,8 +165,8 @@ def rhat_rank(x) -> float:
     x = np.asarray(x, dtype=float)
     half = x.shape[1] // 2
     xs = np.vstack([x[:, :half], x[:, -half:]])
-    bulk = _rhat_split(_z_scale(xs))
-    folded = _rhat_split(_z_scale(np.abs(xs - np.median(xs))))
+    bulk = _rhat(_z_scale(xs))
+    folded = _rhat(_z_scale(np.abs(xs - np.median(xs))))
     return max(bulk, folded)
 
 
@@ -227,7 +250,7 @@ class Accumulator:
             out[key], out[f"{key}_mcse"] = float(x.mean()), float(x.std(ddof=1) / np.sqrt(C))
         scal = {}
         for key, parts in self.traces.items():
-            x = np.concatenate(parts, axis=1)  # (C, draws)
+            x = np.concatenate([q[:DIAG_CHAINS] for q in parts], axis=1)  # (C', draws)
             scal[key] = {"rhat": rhat_rank(x), "ess_bulk": ess_bulk(x)}
         out["scalar_diagnostics"] = scal
         return out
@@ -369,21 +392,23 @@ def main(argv=None):
     p.add_argument("--tiers", default="64,128;32,256", help="width tiers, in priority order")
     p.add_argument("--datasets", default="teacher,ising")
     p.add_argument("--algorithm", default="chees", choices=sampling.ALGORITHMS)
-    p.add_argument("--chains", type=int, default=2048)
+    p.add_argument("--chains", type=int, default=4096)
     p.add_argument("--warmup", type=int, default=400)
     p.add_argument("--chunk", type=int, default=50, help="draws per chunk")
     p.add_argument("--min-draws", type=int, default=200)
     p.add_argument("--max-draws", type=int, default=4000)
     p.add_argument("--target", type=float, default=3e-4, help="relative noise of mean outputs")
-    p.add_argument("--case-cap", type=float, default=25.0, help="sampling seconds per case")
-    p.add_argument("--first-guess", type=float, default=20.0, help="compile+warmup s, 1st case")
+    p.add_argument("--case-cap", type=float, default=60.0, help="most sampling s per case")
+    p.add_argument("--case-min", type=float, default=4.0, help="least sampling s per case")
+    p.add_argument("--first-compile", type=float, default=15.0, help="guess, s")
+    p.add_argument("--first-warmup", type=float, default=8.0, help="guess, s")
     p.add_argument("--max-tree-depth", type=int, default=8, help="NUTS only")
     p.add_argument("--dtype", default="float64", choices=sampling.DTYPES)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.quick:
         args.chains, args.warmup, args.chunk = 8, 20, 10
-        args.min_draws, args.max_draws, args.case_cap = 20, 40, 5.0
+        args.min_draws, args.max_draws, args.case_cap, args.case_min = 20, 40, 5.0, 0.5
         args.tiers = "8"
         args.activations = args.activations if "--activations" in (argv or sys.argv) else "relu"
     if args.algorithm == "chees":
@@ -410,8 +435,9 @@ def main(argv=None):
     }
     print(res["machine"], f"{guard.left():.0f} s left", flush=True)
     t_start = time.perf_counter()
-    seen_compile, seen_case = args.first_guess, args.first_guess
-    for gi, (act, width, dname) in enumerate(groups):
+    seen_compile, seen_warmup = args.first_compile, args.first_warmup
+    ladders = {w: chi_ladder(w) for _, _, w, _ in groups}
+    for gi, (tier, act, width, dname) in enumerate(groups):
         data, kappa = make_data(dname, args.quick)
         if dname not in res["datasets"]:
             res["datasets"][dname] = {
@@ -422,34 +448,44 @@ def main(argv=None):
                 "X_test": data.X_test,
                 "y_test": data.y_test,
             }
+        block = [g for g in groups[gi + 1 :] if g[:2] == (tier, act)]  # later groups, same block
         new_group = True
-        for ci, chi in enumerate(chi_ladder(width)):
+        for ci, chi in enumerate(ladders[width]):
             label = f"{act} {dname} N={width} chi={chi:.4g}"
-            predicted = seen_case + (seen_compile if new_group else 0.0)
+            compile_now = seen_compile if new_group else 0.0
+            predicted = compile_now + seen_warmup + args.case_min
             if not guard.fits(predicted, args.reserve):
                 print(f"skip {label}: ~{predicted:.0f} s > {guard.left():.0f} s left", flush=True)
                 res["skipped"].append({"case": label, "predicted_s": predicted})
                 continue
+            cases = len(ladders[width]) - ci + sum(len(ladders[g[2]]) for g in block)
+            cap = sampling_cap(
+                guard.left() - args.reserve - compile_now,
+                cases,
+                len(block),
+                seen_compile,
+                seen_warmup,
+                args.case_min,
+                args.case_cap,
+            )
             spec = bn.NetworkSpec(width=width, activation=act, chi=chi, kappa=kappa)
-            cap = min(args.case_cap, max(guard.left() - args.reserve, 0.0))
             try:
                 r = run_case(spec, data, args, guard, args.seed + 10 * gi + ci, cap)
             except Exception as e:  # noqa: BLE001  (e.g. out of device memory: keep going)
                 print(f"{label}: failed {e!r}"[:500], flush=True)
                 res["skipped"].append({"case": label, "error": repr(e)[:500]})
                 continue
-            r["dataset"] = dname
-            r["case"] = label
+            r.update(dataset=dname, case=label, sampling_cap_s=cap)
             if new_group:
                 seen_compile = max(r["compile_s"], 1.0)
             new_group = False
-            seen_case = r["warmup_s"] + min(r["sampling_s"], args.case_cap) + r["estimate_s"]
+            seen_warmup = r["warmup_s"] + r["estimate_s"]
             res["cases"].append(r)
             sm = r["summary"]
             print(
                 f"{label}: compile {r['compile_s']:.1f}s warmup {r['warmup_s']:.1f}s sampling "
-                f"{r['sampling_s']:.1f}s ({r['draws']} draws x {r['chains']} chains, stop "
-                f"{r['stop']}), steps {r['mean_steps']:.1f}, div {r['divergences']}, noise "
+                f"{r['sampling_s']:.1f}s of {cap:.0f} ({r['draws']} draws x {r['chains']} chains, "
+                f"stop {r['stop']}), steps {r['mean_steps']:.1f}, div {r['divergences']}, noise "
                 f"train {sm['rel_noise_train']:.2e} test {sm['rel_noise_test']:.2e}, max R-hat "
                 f"{sm['max_rhat']:.4f}, min ESS {sm['min_ess']:.0f}",
                 flush=True,
