@@ -282,6 +282,29 @@ def make_data(name: str, quick: bool = False) -> tuple[bn.Dataset, float]:
     return getattr(bn, kind)(**cfg), kappa
 
 
+def _sample(comp, state, d, th, args, guard, cap_s, t_warm, acc, info, grads) -> str:
+    """Sampling chunks into `acc` (kernel sums in acc.ksums) until a stop rule; its name."""
+    acc.ksums = (0.0, 0.0, 0)  # sums of K_train, K_test_train over chain-draws, their number
+    while acc.draws < args.max_draws:
+        n = args.chunk
+        state, (k1, k2), (s, inf), counts = comp.chunk(state, d, th, jnp.int32(n), jnp.bool_(True))
+        grads += np.asarray(counts)
+        keep = ("n_steps", "diverging", "step_size", "acceptance_rate")
+        info.append({k: np.asarray(inf[k][:n]) for k in keep})
+        acc.ksums = (acc.ksums[0] + np.asarray(k1), acc.ksums[1] + np.asarray(k2), acc.ksums[2] + n)
+        acc.add({**{k: np.asarray(v[:n]) for k, v in s.items()}, "lp": inf["lp"][:n]})
+        t_chunk = (time.perf_counter() - t_warm) / len(acc.chunks)
+        if not guard.fits(t_chunk, args.reserve):
+            return "deadline"
+        if len(acc.chunks) % 2 or acc.draws < args.min_draws:
+            continue  # the other rules only after an even number of chunks (equal halves)
+        if max(acc.noise().values()) <= args.target:
+            return "target"
+        if time.perf_counter() - t_warm + 2 * t_chunk > cap_s:
+            return "case_cap"
+    return "max_draws"
+
+
 def run_case(spec, data, args, guard: TimeGuard, seed: int, cap_s: float) -> dict:
     """Warm up, then sample chunk by chunk until the noise target, the cap or the deadline."""
     opts = sampling.check_options(
@@ -315,39 +338,19 @@ def run_case(spec, data, args, guard: TimeGuard, seed: int, cap_s: float) -> dic
         jax.block_until_ready(state)
         t_warm = time.perf_counter()
         grads_warmup, grads = int(grads[0]), np.zeros(2, np.int64)
-        acc, ks, kts, info = Accumulator(), 0.0, 0.0, []
-        stop = "max_draws"
-        while acc.draws < args.max_draws:
-            n = args.chunk
-            state, (k1, k2), (s, inf), counts = comp.chunk(
-                state, d, th, jnp.int32(n), jnp.bool_(True)
-            )
-            grads += np.asarray(counts)
-            acc.add({**{k: np.asarray(v[:n]) for k, v in s.items()}, "lp": inf["lp"][:n]})
-            info.append({k: np.asarray(inf[k][:n]) for k in ("n_steps", "diverging", "step_size")})
-            info[-1]["acceptance_rate"] = np.asarray(inf["acceptance_rate"][:n])
-            ks, kts = ks + np.asarray(k1), kts + np.asarray(k2)
-            t_chunk = (time.perf_counter() - t_warm) / len(acc.chunks)
-            if not guard.fits(t_chunk, args.reserve):
-                stop = "deadline"
-                break
-            if len(acc.chunks) % 2 or acc.draws < args.min_draws:
-                continue  # stop only after an even number of chunks (equal split halves)
-            noise = acc.noise()
-            if max(noise.values()) <= args.target:
-                stop = "target"
-                break
-            if time.perf_counter() - t_warm + 2 * t_chunk > cap_s:
-                stop = "case_cap"
-                break
-            if not guard.fits(2 * t_chunk, args.reserve):
-                stop = "deadline"
-                break
+        acc, info = Accumulator(), []
+        try:
+            stop = _sample(comp, state, d, th, args, guard, cap_s, t_warm, acc, info, grads)
+        except KeyboardInterrupt:  # `timeout -s INT`: keep the draws of the finished chunks
+            if len(acc.chunks) < 2:
+                raise
+            stop = "interrupted"
+    ks, kts, k_draws = acc.ksums
     t1 = time.perf_counter()
     est = acc.estimates()
     t2 = time.perf_counter()
-    nsum = acc.draws * args.chains
-    steps = np.concatenate([i["n_steps"] for i in info])
+    nsum = max(k_draws, 1) * args.chains
+    steps = np.concatenate([i["n_steps"] for i in info[: len(acc.chunks)]])
     res = {
         "activation": spec.activation,
         "width": spec.width,
@@ -471,6 +474,10 @@ def main(argv=None):
             spec = bn.NetworkSpec(width=width, activation=act, chi=chi, kappa=kappa)
             try:
                 r = run_case(spec, data, args, guard, args.seed + 10 * gi + ci, cap)
+            except KeyboardInterrupt:
+                print(f"{label}: interrupted before two chunks of draws", flush=True)
+                res["skipped"].append({"case": label, "error": "interrupted"})
+                break
             except Exception as e:  # noqa: BLE001  (e.g. out of device memory: keep going)
                 print(f"{label}: failed {e!r}"[:500], flush=True)
                 res["skipped"].append({"case": label, "error": repr(e)[:500]})
@@ -492,6 +499,11 @@ def main(argv=None):
             )
             res["total_s"] = time.perf_counter() - t_start
             write_json(args.out, res)
+            if r["stop"] == "interrupted":
+                break
+        else:
+            continue
+        break  # interrupted: write what there is and end
     res["total_s"] = time.perf_counter() - t_start
     write_json(args.out, res)
     print(

@@ -7,7 +7,8 @@
 # Installs the carried wheels in .whl/ (BlackJAX, NumPyro) into /tmp/site when BlackJAX is
 # missing; the repository is not installed, it runs from the source tree (PYTHONPATH).  Times:
 # gpu.py ends by GPU_S seconds after the start, references.py by TOTAL_S (each script skips what
-# its guard predicts will not fit, and `timeout` stops it 20 s past its deadline at the latest).
+# its guard predicts will not fit; `timeout` interrupts it (SIGINT: the finished draws are kept
+# and written) 10 s past its deadline, and kills it 10 s later).
 # Writes $OUT/gpu.json, $OUT/references.json, $OUT/run.log and $OUT/env.txt.
 set -u
 T0=$(date +%s)
@@ -19,8 +20,8 @@ if [ -n "$QUICK" ]; then
     TOTAL_S=${TOTAL_S:-1500}
     GPU_S=${GPU_S:-900}
 else
-    TOTAL_S=${TOTAL_S:-465}
-    GPU_S=${GPU_S:-270}
+    TOTAL_S=${TOTAL_S:-460}
+    GPU_S=${GPU_S:-300}
 fi
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
@@ -46,10 +47,10 @@ cat "$OUT/env.txt"
 GPU_END=$((T0 + GPU_S))
 END=$((T0 + TOTAL_S))
 echo "== gpu.py until +${GPU_S} s"
-timeout $((GPU_END - $(date +%s) + 20)) "$PY" bench/gpu.py $QUICK --deadline "$GPU_END" \
+timeout -s INT -k 10 $((GPU_END - $(date +%s) + 10)) "$PY" bench/gpu.py $QUICK --deadline "$GPU_END" \
     --out "$OUT/gpu.json" || echo "gpu.py exited with $?"
 echo "== references.py until +${TOTAL_S} s ($((END - $(date +%s))) s left)"
-timeout $((END - $(date +%s) + 20)) "$PY" bench/references.py $QUICK --deadline "$END" \
+timeout -s INT -k 10 $((END - $(date +%s) + 10)) "$PY" bench/references.py $QUICK --deadline "$END" \
     --out "$OUT/references.json" || echo "references.py exited with $?"
 echo "== done in $(($(date +%s) - T0)) s"
 ls -la "$OUT"
