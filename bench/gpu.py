@@ -5,11 +5,12 @@ and the JSON is rewritten after every configuration):
 1. check: the accelerator against the CPU (a separately compiled CPU program) and the exact
    scale-mixture quadrature on a small linear case (means of the train outputs within MCSE).
 2. nuts1024: collapsed linear network N = 1024, P = 512, D = 32, chi = N, float32 (the issue-17
-   case), NUTS at 1024 chains and ChEES at 1024 chains with the same short run (warmup 20 +
-   20 draws, --long-chains), max tree depth 6.
+   case), NUTS at 1024 chains and ChEES at 1024 chains with the same short run (warmup 16 +
+   16 draws, --long-warmup), max tree depth 6.
 3. erf1000: erf network, Ising data P = 1000, D = 50, kappa = 0.5, float32: collapsed N = 256
    (function space, P x P) with ChEES at 256 chains and full (weight space) N = 64 with ChEES at
-   1024 chains, chi = 1 then chi = N (one compiled program per network: chi is traced).
+   1024 chains, warmup 60 + 60 draws (--erf-warmup), chi = 1 then chi = N (one compiled program
+   per network: chi is traced).
 4. auto: the algorithm="auto" threshold: NUTS against ChEES at 16, 256, 64 chains on a reference
    case (erf, Ising P = 40, D = 30, N = 64, chi = sqrt(N), kappa = 0.3, float64, warmup 200 +
    200 draws), cost per unit precision with and without compilation.

@@ -396,7 +396,7 @@ def main(argv=None):
     p.add_argument("--datasets", default="teacher,ising")
     p.add_argument("--algorithm", default="chees", choices=sampling.ALGORITHMS)
     p.add_argument("--chains", type=int, default=4096)
-    p.add_argument("--warmup", type=int, default=400)
+    p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--chunk", type=int, default=50, help="draws per chunk")
     p.add_argument("--min-draws", type=int, default=200)
     p.add_argument("--max-draws", type=int, default=4000)

@@ -9,6 +9,7 @@
 # gpu.py ends by GPU_S seconds after the start, references.py by TOTAL_S (each script skips what
 # its guard predicts will not fit; `timeout` interrupts it (SIGINT: the finished draws are kept
 # and written) 10 s past its deadline, and kills it 10 s later).
+# GPU_ARGS and REF_ARGS add options to either script (e.g. GPU_ARGS="--sections check,auto").
 # Writes $OUT/gpu.json, $OUT/references.json, $OUT/run.log and $OUT/env.txt.
 set -u
 T0=$(date +%s)
@@ -48,9 +49,9 @@ GPU_END=$((T0 + GPU_S))
 END=$((T0 + TOTAL_S))
 echo "== gpu.py until +${GPU_S} s"
 timeout -s INT -k 10 $((GPU_END - $(date +%s) + 10)) "$PY" bench/gpu.py $QUICK --deadline "$GPU_END" \
-    --out "$OUT/gpu.json" || echo "gpu.py exited with $?"
+    --out "$OUT/gpu.json" ${GPU_ARGS:-} || echo "gpu.py exited with $?"
 echo "== references.py until +${TOTAL_S} s ($((END - $(date +%s))) s left)"
 timeout -s INT -k 10 $((END - $(date +%s) + 10)) "$PY" bench/references.py $QUICK --deadline "$END" \
-    --out "$OUT/references.json" || echo "references.py exited with $?"
+    --out "$OUT/references.json" ${REF_ARGS:-} || echo "references.py exited with $?"
 echo "== done in $(($(date +%s) - T0)) s"
 ls -la "$OUT"
