@@ -174,7 +174,8 @@ class Accumulator:
     """Per-chain sums of the collapsed draws, chunk by chunk, and the estimates they give.
 
     `add` takes a chunk of per-draw arrays with leading axes (draws, chains); what is kept is per
-    chain sums (C, ...) per chunk (for split halves) and the per-draw scalars (C, draws).
+    chain sums (C, ...) per chunk (for split halves) and the per-draw scalars of the first
+    DIAG_CHAINS chains (C', draws).
     """
 
     TRACED = ("fbar_train", "fbar_test", "kernel_target", "kernel_trace", "lp")
@@ -197,12 +198,12 @@ class Accumulator:
             s[f"f_{side}"] = f.sum(0)
             s[f"f2_{side}"] = (f * f).sum(0)
             s[f"v_{side}"] = np.asarray(d[f"var_{side}"], dtype=float).sum(0)
-            self.traces[f"fbar_{side}"].append(f.mean(-1).T)  # (C, n)
+            self.traces[f"fbar_{side}"].append(f[:, :DIAG_CHAINS].mean(-1).T)  # (C', n)
         for k in SCALARS:
             x = np.asarray(d[k], dtype=float)  # (n, C)
             s[k] = x.sum(0)
         for k in ("kernel_target", "kernel_trace", "lp"):
-            self.traces[k].append(np.asarray(d[k], dtype=float).T)
+            self.traces[k].append(np.asarray(d[k], dtype=float)[:, :DIAG_CHAINS].T)
         self.chunks.append((n, s))
 
     def _means(self, chunks) -> dict[str, np.ndarray]:
@@ -250,7 +251,7 @@ class Accumulator:
             out[key], out[f"{key}_mcse"] = float(x.mean()), float(x.std(ddof=1) / np.sqrt(C))
         scal = {}
         for key, parts in self.traces.items():
-            x = np.concatenate([q[:DIAG_CHAINS] for q in parts], axis=1)  # (C', draws)
+            x = np.concatenate(parts, axis=1)  # (C', draws), C' = min(C, DIAG_CHAINS)
             scal[key] = {"rhat": rhat_rank(x), "ess_bulk": ess_bulk(x)}
         out["scalar_diagnostics"] = scal
         return out
