@@ -260,7 +260,11 @@ def main(argv=None):
         write_json(args.out, res)
 
     if "check" in sections:
-        res["check"] = check_against_cpu(args.quick)
+        try:
+            res["check"] = check_against_cpu(args.quick)
+        except Exception as e:  # noqa: BLE001  (the benchmarks still run)
+            print(f"check failed: {e!r}"[:500], flush=True)
+            res["check"] = {"error": repr(e)[:500]}
         save()
     last = {}  # (section, method, algorithm) -> (chains, seconds without compilation, compile s)
     for section, label, kw, first_guess in plan(args):

@@ -14,7 +14,7 @@ MCSE of every mean from the spread of the chain means (chains are independent, s
 whatever the autocorrelation); the posterior output variance by the law of total variance
 (Var E[f|V] + E Var[f|V]) with a delta-method MCSE.  Per point split R-hat (two halves of every
 chain) and ESS = posterior variance of E[f|V] / MCSE^2; rank-normalised split R-hat and bulk ESS
-(bench/ess.py, no ArviZ) of the scalars on the first 512 chains.  The mean hidden kernels
+(bench/ess.py, no ArviZ) of the scalars on the first 256 chains.  The mean hidden kernels
 K_train, K_test_train too.
 
     PYTHONPATH=.:bench python bench/references.py --out $OUT/references.json --deadline EPOCH_S
@@ -67,7 +67,7 @@ DATA = {
 ACTIVATIONS = ("relu", "erf", "tanh")
 WIDTH_TIERS = ((64, 128), (32, 256))
 SCALARS = ("kernel_target", "kernel_trace", "kernel_alignment")
-DIAG_CHAINS = 512  # rank R-hat and bulk ESS of the scalars on the first chains (host time)
+DIAG_CHAINS = 256  # rank R-hat and bulk ESS of the scalars on the first chains (host time)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -372,6 +372,7 @@ def run_case(spec, data, args, guard: TimeGuard, seed: int, cap_s: float) -> dic
         "wall_s": comp.compile_s + t2 - t0,
         "n_grad_warmup": grads_warmup,
         "n_grad": int(grads[0]),
+        "grads_per_s": float(grads[0] / max(t1 - t_warm, 1e-9)),
         "lockstep_efficiency": float(grads[0] / max(grads[1] * args.chains, 1)),
         "mean_steps": float(steps.mean()),
         "divergences": int(sum(i["diverging"].sum() for i in info)),
