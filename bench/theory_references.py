@@ -228,12 +228,31 @@ def parse_options(items: Iterable[str]) -> dict:
     return out
 
 
-def cache_name(case: Case, method: str, options: dict) -> str:
-    """Cache file name: the case, the method (with order) and a hash of the options."""
+def cache_name(case: Case, method: str, options: dict, version: str = "") -> str:
+    """Cache file name: the case, the method (with order), a hash of the options and one of the
+    theory code's version (so results of other code are never reused)."""
     opt = json.dumps(options, sort_keys=True)
     h = hashlib.sha256(opt.encode()).hexdigest()[:8]
+    v = hashlib.sha256(version.encode()).hexdigest()[:8]
     tag = method.replace(":", "-")
-    return f"{case_key(case.spec, case.dataset)}_{data_digest(case.data)}_{tag}_{h}.json"
+    return f"{case_key(case.spec, case.dataset)}_{data_digest(case.data)}_{tag}_{h}_v{v}.json"
+
+
+def code_version(root: str = os.path.dirname(HERE)) -> str:
+    """The committed git trees of theory/ and bayesnet/, plus a hash of uncommitted changes to
+    them; 'unknown' outside a git checkout."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", "-C", root, *a], capture_output=True, text=True, check=True)
+
+    try:
+        trees = [git("rev-parse", f"HEAD:{d}").stdout.strip()[:12] for d in ("theory", "bayesnet")]
+        diff = git("diff", "HEAD", "--", "theory", "bayesnet").stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    v = f"theory {trees[0]} bayesnet {trees[1]}"
+    return v + (f" +diff {hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
 
 
 def summarise_prediction(ds) -> dict:
@@ -319,11 +338,11 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def cached_or_run(case, method, options, cache_dir, guard) -> dict | None:
+def cached_or_run(case, method, options, cache_dir, guard, version="") -> dict | None:
     """The cached prediction, or a new one if the budget allows (None when it does not)."""
     name, _ = parse_method(method)
     opts = dict(options) if name in SAMPLED else {}
-    path = os.path.join(cache_dir, cache_name(case, method, opts))
+    path = os.path.join(cache_dir, cache_name(case, method, opts, version))
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
@@ -332,6 +351,7 @@ def cached_or_run(case, method, options, cache_dir, guard) -> dict | None:
     label = f"{case_key(case.spec, case.dataset)} {method}"
     print(f"run {label} {opts or ''}", flush=True)
     out = run_theory(case, method, options)
+    out["code_version"] = version
     write_json(path, out)
     print(f"  done {out['wall_s']:.1f} s, converged {out.get('converged')}", flush=True)
     return out
@@ -522,6 +542,11 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=CACHE_DIR)
     p.add_argument("--out", default=None, help="markdown file (default: <cache>/table.md)")
     p.add_argument("--no-run", action="store_true", help="tables from the cache only")
+    p.add_argument(
+        "--code-version",
+        default=None,
+        help="cache tag of the theory code (default: git trees of theory/, bayesnet/ + diff)",
+    )
     args = p.parse_args(argv)
     methods = _csv(args.methods)
     for m in methods:
@@ -533,6 +558,7 @@ def main(argv=None) -> int:
         cases, _csv(args.activations), _csv(args.datasets), _csv(args.widths, int), _csv(args.chis)
     )
     os.makedirs(args.cache, exist_ok=True)
+    version = args.code_version or code_version()
     budget = Budget(0.0 if args.no_run else args.budget)
     t_start = time.perf_counter()
     results = {}
@@ -540,7 +566,7 @@ def main(argv=None) -> int:
         for c in cases:
             for m in methods:
                 t0 = time.perf_counter()
-                pred = cached_or_run(c, m, options, args.cache, budget)
+                pred = cached_or_run(c, m, options, args.cache, budget, version)
                 if pred is None:
                     continue
                 if time.perf_counter() - t0 > 1.0:
@@ -555,7 +581,8 @@ def main(argv=None) -> int:
     head = [
         "## theory against the H200 references",
         "",
-        f"files: {', '.join(os.path.basename(x) for x in paths)}; options (tree/one_loop): {opt}",
+        f"files: {', '.join(os.path.basename(x) for x in paths)}; options (tree/one_loop): {opt}; "
+        f"code: {version}",
         "",
         "Cells: relative error / combined relative noise (reference MCSE and, where the theory "
         "carries one, its own), train/test; 'not converged' where converged=False or NaN.",

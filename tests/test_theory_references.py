@@ -116,5 +116,6 @@ def test_convergence_verdict_and_slopes(tmp_path):
         tr.cache_name(case, m, o)
         for m, o in (("tree", {}), ("tree", {"n_draws": 4096}), ("one_loop:first", {}))
     }
-    assert len(names) == 3
+    names.add(tr.cache_name(case, "tree", {}, "theory abc"))  # other code: another entry
+    assert len(names) == 4
     assert tr.parse_options(["n_draws=65536", "x=a"]) == {"n_draws": 65536, "x": "a"}
