@@ -37,6 +37,7 @@ import numpy as np
 
 from . import scale_mixture
 from .observables import unit_target
+from .precision import with_float64
 from .results import progress_bar, to_datatree
 
 if TYPE_CHECKING:
@@ -181,6 +182,7 @@ def _arrays(spec, data):
     )
 
 
+@with_float64
 def sample_exact(
     spec: NetworkSpec,
     data: Dataset,
