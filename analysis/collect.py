@@ -25,7 +25,7 @@ from bayesnet.vocabulary import describe
 
 from . import grid as gridlib
 from .point import netcdf_safe, theories
-from .store import PointFileError, Store, entry, write_atomic
+from .store import FolderError, PointFileError, Store, entry, write_atomic
 
 STRING_VARS = ("verdict", "reasons", "best_method")
 
@@ -55,6 +55,37 @@ def load_points(grid, store: Store, log=_log) -> dict:
     if bad:
         store.write_manifest(manifest)
     return out
+
+
+def missing_points(grid, loaded: dict, store: Store) -> list[str]:
+    """One line per point of the grid that is not collected: where it is and why."""
+    manifest = store.read_manifest()
+    out = []
+    for p in grid.points:
+        if p.key in loaded:
+            continue
+        e = manifest.get(p.key, {})
+        state = e.get("state") or "never run"
+        why = e.get("error") or (
+            "no point file" if not store.point_path(p.key).exists() else "unreadable point file"
+        )
+        out.append(f"{p.network} N={p.spec.width} chi={p.chi:.4g} ({p.chi_rule}): {state}, {why}")
+    return out
+
+
+def missing_section(results: xr.DataTree) -> list[str]:
+    """The report's list of grid points missing from the results (empty when none)."""
+    missing = json.loads(results.attrs.get("points_missing", "[]"))
+    if not missing:
+        return []
+    total = results.attrs.get("points_total", "?")
+    lines = [
+        f"**Incomplete: {len(missing)} of {total} points are missing from this report** "
+        "(`bayesnet run` with the same config computes them; `--retry-failed` reruns the "
+        "failed ones):",
+        "",
+    ]
+    return lines + [f"- {m}" for m in missing] + [""]
 
 
 def prior_kernel(spec, data) -> xr.Dataset:
@@ -287,7 +318,7 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
     """Write DIR/sweep.nc and DIR/results.nc from the finished points; returns both trees."""
     loaded = load_points(grid, store, log)
     if not loaded:
-        raise gridlib.ConfigError(f"no finished points in {store.points}: run `bayesnet run` first")
+        raise FolderError(f"no finished points in {store.points}: run `bayesnet run` first")
     sweep = sweep_dataset(grid.points, loaded)
     write_atomic(store.root / "sweep.nc", lambda tmp: sweep.to_netcdf(tmp, engine="h5netcdf"))
     series = {
@@ -313,6 +344,7 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
         "versions": json.dumps(versions()),
         "points_total": len(grid.points),
         "points_collected": len(loaded),
+        "points_missing": json.dumps(missing_points(grid, loaded, store)),
         **{f"timing_{k}": float(v) for k, v in (timing or {}).items()},
     }
     tree = describe(tree)  # every variable gets long_name/units (bayesnet/vocabulary.py)

@@ -10,6 +10,7 @@ be "N".  One point = one (spec with chi, data, sampler settings) combination.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -21,6 +22,7 @@ import math
 import pathlib
 import re
 import tomllib
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -161,11 +163,29 @@ def validate(config: dict) -> None:
     _check_table(quick.get("network", {}), net_keys, "quick.network", lists=True)
 
 
-def load_config(path=None, quick: bool = False) -> dict:
-    """The default config, or the default overridden by a TOML file; [quick] applied on request.
+@contextlib.contextmanager
+def naming(path) -> Iterator[None]:
+    """ConfigErrors raised inside name the config file: `config FILE: ...` (no-op for None)."""
+    try:
+        yield
+    except ConfigError as err:
+        text = str(err)
+        if path is None or str(path) in text:
+            raise
+        raise ConfigError(f"config {path}: {text.removeprefix('config: ')}") from None
 
-    With a file, only the file's own [quick] table is applied (never the default's): a user's
-    grid is not resized behind their back.
+
+def load(path=None, quick: bool = False) -> Grid:
+    """The grid of a config file (None: the embedded default); every error names the file."""
+    with naming(path):
+        return plan(load_config(path, quick=quick))
+
+
+def load_config(path=None, quick: bool = False) -> dict:
+    """The default config, or the default overridden by a TOML file; --quick applied on request.
+
+    quick: the file's own [quick] table when it has one; otherwise `shrink` caps the run's
+    size at the default's quick values (any grid gets smaller, none gets larger).
     """
     config = default_config()
     if path is not None:
@@ -176,7 +196,12 @@ def load_config(path=None, quick: bool = False) -> dict:
             user = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
-        config.pop("quick")
+        if not user:
+            raise ConfigError(
+                f"config file {path} is empty: it needs at least one table, e.g. [[network]] "
+                "(without --config the embedded default grid runs)"
+            )
+        default_quick = config.pop("quick")
         for key in ("network", "chi"):  # a user's networks and chi grid replace the default's
             if key in user:
                 config.pop(key)
@@ -191,10 +216,41 @@ def load_config(path=None, quick: bool = False) -> dict:
                 for f in (files if isinstance(files, list) else [files])
             ]
             config["data"]["file"] = resolved if isinstance(files, list) else resolved[0]
+        with naming(path):
+            validate(config)
         if quick and "quick" not in user:
-            raise ConfigError(f"--quick: config file {path} has no [quick] table")
+            return shrink(config, default_quick)
+        with naming(path):
+            return apply_quick(config) if quick else config
     validate(config)
     return apply_quick(config) if quick else config
+
+
+def _cap(value, limit):
+    """min(value, limit), entry by entry for a list (repeats dropped)."""
+    if isinstance(value, list):
+        return list(dict.fromkeys(min(v, limit) for v in value))
+    return min(value, limit)
+
+
+def shrink(config: dict, limits: dict) -> dict:
+    """--quick for a config without a [quick] table: the sampler's warmup and draws, the size
+    of log chi grids, the dense theory curves and the data sizes capped at `limits` (the
+    default's [quick] values); networks, chi values and everything else are kept."""
+    out = copy.deepcopy(config)
+    for table in ("sampler", "theory", "data"):
+        for key, limit in limits.get(table, {}).items():
+            if isinstance(out[table].get(key), (int, float, list)):
+                out[table][key] = _cap(out[table][key], limit)
+    num = limits.get("chi", {}).get("num")
+    for table in [out["chi"], *(n.get("chi") for n in out["network"])]:
+        if num is not None and isinstance(table, dict) and "values" not in table:
+            table["num"] = _cap(table.get("num", 6), num)  # a log grid {min, max, num}
+    for net in out["network"]:
+        for key, limit in limits.get("sampler", {}).items():
+            if isinstance(net.get("sampler", {}).get(key), (int, float, list)):
+                net["sampler"][key] = _cap(net["sampler"][key], limit)
+    return out
 
 
 def apply_quick(config: dict) -> dict:

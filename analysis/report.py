@@ -14,8 +14,8 @@ import xarray as xr
 
 from bayesnet.vocabulary import DEFINITIONS
 
+from . import collect, figures
 from . import comparison as cmp
-from . import figures
 
 THEORY_ORDER = tuple(figures.THEORY_STYLE)
 SMOKE_DRAWS = 2000  # chains x draws below this: a smoke test, not expected to pass diagnostics
@@ -281,6 +281,7 @@ def write_report(results: xr.DataTree, out) -> pathlib.Path:
             "(sampling and theory of every point; the run's log quotes the same number).",
             "",
         ]
+    lines += collect.missing_section(results)  # grid points not in this report, if any
     lines += ["## Summary", "", summary_table(results), ""]
     lines += _warn_note(rows, cfg) + _definitions()
     lines += finite_width_section(results, out)

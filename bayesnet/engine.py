@@ -14,6 +14,7 @@ keeps the finished draws.  Compilation and sampling are timed separately.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -23,6 +24,25 @@ import jax.numpy as jnp
 import numpy as np
 
 CHAIN_METHODS = ("vectorized", "sequential")
+
+# Set by a Ctrl-C handler (analysis.executor) and honoured between chunks: a KeyboardInterrupt
+# raised inside a garbage-collection callback or finaliser is printed and dropped by Python, so
+# the exception alone can be lost; the flag is not.
+_INTERRUPT = threading.Event()
+
+
+def request_interrupt() -> None:
+    """Ask every running `run` to stop after its current chunk (as on KeyboardInterrupt)."""
+    _INTERRUPT.set()
+
+
+def interrupt_requested() -> bool:
+    """Whether an interrupt was requested and not yet cleared."""
+    return _INTERRUPT.is_set()
+
+
+def clear_interrupt() -> None:
+    _INTERRUPT.clear()
 
 
 class Kernel(NamedTuple):
@@ -233,6 +253,8 @@ def run(
                 done += n
                 if progress is not None:
                     progress(n * len(states), phase)
+                if _INTERRUPT.is_set():
+                    raise KeyboardInterrupt
             if phase == "warmup":
                 jax.block_until_ready(states)
                 t_warm = time.perf_counter()
