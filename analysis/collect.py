@@ -21,11 +21,11 @@ import numpy as np
 import xarray as xr
 
 from bayesnet.observables import kernel_scalars
-from bayesnet.vocabulary import describe
 
 from . import grid as gridlib
 from .point import netcdf_safe, theories
 from .store import FolderError, PointFileError, Store, entry, write_atomic
+from .verdicts import describe
 
 STRING_VARS = ("verdict", "reasons", "best_method")
 
@@ -299,7 +299,7 @@ def sweep_dataset(points, loaded: dict) -> xr.Dataset:
         "z_definition": "(theory - sample) / MCSE",
         "relerr_definition": "||theory - sample|| / ||sample|| over points",
     }
-    return netcdf_safe(describe(ds))  # long_name/units (bayesnet/vocabulary.py)
+    return netcdf_safe(describe(ds))  # long_name/units (analysis/verdicts.py)
 
 
 def versions() -> dict:
@@ -347,6 +347,6 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
         "points_missing": json.dumps(missing_points(grid, loaded, store)),
         **{f"timing_{k}": float(v) for k, v in (timing or {}).items()},
     }
-    tree = describe(tree)  # every variable gets long_name/units (bayesnet/vocabulary.py)
+    tree = describe(tree)  # every variable gets long_name/units (analysis/verdicts.py)
     write_atomic(store.root / "results.nc", lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
     return sweep, tree

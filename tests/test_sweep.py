@@ -122,6 +122,15 @@ def test_sequential_run_and_collect(sequential):
     }
     assert tree["lin/theory_dense"].sizes["chi"] == 3
     np.testing.assert_array_equal(tree["lin/comparison"]["chi"].values, [1.0, 2.0])
+    # every variable of results.nc says what it is and in which units; every dimension has a
+    # coordinate
+    with xr.open_datatree(store.root / "results.nc", engine="h5netcdf") as saved:
+        for node in saved.subtree:
+            ds = node.to_dataset(inherit=False)
+            for name in ds.data_vars:
+                assert {"long_name", "units"} <= set(ds[name].attrs), (node.path, name)
+                assert "diagnostics of the convergence" not in ds[name].attrs["long_name"]
+            assert set(ds.dims) <= set(ds.coords), (node.path, set(ds.dims) - set(ds.coords))
 
 
 def _kill_first_running_worker(store: Store, killed: list, timeout=300) -> None:
