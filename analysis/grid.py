@@ -29,17 +29,6 @@ import numpy as np
 import bayesnet
 from bayesnet import datasets
 
-SAMPLER_KEYS = {
-    "method": str,
-    "chains": int,
-    "warmup": int,
-    "draws": int,
-    "seed": int,
-    "chain_method": str,
-    "target_accept": float,
-    "max_tree_depth": int,
-    "algorithm": str,
-}
 CHI_KEYS = {"min": float, "max": (float, str), "num": int, "values": list}
 THEORY_KEYS = {"methods": list, "dense": int}
 SPEC_KEYS = {"width": int, "activation": str, "g_v": float, "g_w": float, "kappa": float}
@@ -51,6 +40,13 @@ DEFAULT_DENSE = 12
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the key."""
+
+
+def sampler_keys() -> dict:
+    """The [sampler] schema: the fields of bayesnet's SamplerOptions and their TOML types."""
+    from bayesnet.sampling import SamplerOptions
+
+    return SamplerOptions.fields()
 
 
 # ------------------------------------------------------------------ reading and checking
@@ -137,7 +133,8 @@ def validate(config: dict) -> None:
         config.setdefault(key, {})
     data_schema = _data_schema(config["data"])
     _check_table(config["data"], data_schema, "data", lists=True)
-    _check_table(config["sampler"], SAMPLER_KEYS, "sampler", lists=True)
+    sampler_schema = sampler_keys()
+    _check_table(config["sampler"], sampler_schema, "sampler", lists=True)
     _check_table(config["chi"], CHI_KEYS, "chi")
     _check_table(config["theory"], THEORY_KEYS, "theory")
     nets = config.get("network")
@@ -145,7 +142,7 @@ def validate(config: dict) -> None:
         raise ConfigError("config: at least one [[network]] table is needed")
     for i, net in enumerate(nets):
         _check_table(net, NETWORK_KEYS, f"network[{i}]", lists=True)
-        _check_table(net.get("sampler", {}), SAMPLER_KEYS, f"network[{i}].sampler", lists=True)
+        _check_table(net.get("sampler", {}), sampler_schema, f"network[{i}].sampler", lists=True)
         for req in ("name", "width"):
             if req not in net:
                 raise ConfigError(f"config: 'network[{i}].{req}' is missing")
@@ -155,7 +152,7 @@ def validate(config: dict) -> None:
         {"sampler": dict, "chi": dict, "data": dict, "network": dict, "theory": dict},
         "quick",
     )
-    _check_table(quick.get("sampler", {}), SAMPLER_KEYS, "quick.sampler", lists=True)
+    _check_table(quick.get("sampler", {}), sampler_schema, "quick.sampler", lists=True)
     _check_table(quick.get("chi", {}), CHI_KEYS, "quick.chi")
     _check_table(quick.get("theory", {}), THEORY_KEYS, "quick.theory")
     _check_table(quick.get("data", {}), data_schema, "quick.data", lists=True)
@@ -358,24 +355,16 @@ def _file_digest(path: str) -> str:
         raise ConfigError(f"data file {path}: {err.strerror or err}") from None
 
 
-def sampler_defaults() -> dict:
-    """The sampler settings of `bayesnet.sample` that a config may set, with their defaults."""
-    from bayesnet import sampling
-
-    params = inspect.signature(sampling.sample).parameters
-    return {k: params[k].default for k in SAMPLER_KEYS}
-
-
 def check_sampler(settings: dict, where: str = "sampler") -> dict:
-    """Value checks of sampler settings by bayesnet's own validation; ConfigError naming the key."""
-    from bayesnet import sampling
+    """Sampler settings checked by bayesnet's SamplerOptions (ConfigError naming the key): the
+    explicit settings and the defaults of the others, None values left out."""
+    from bayesnet.sampling import SamplerOptions
 
-    full = {**sampler_defaults(), **settings}
     try:
-        sampling.check_options(**full)  # the one home of these checks, shared with `sample`
+        opts = SamplerOptions.from_dict(settings)  # the one home of these checks
     except ValueError as err:
         raise ConfigError(f"config: [{where}]: {err}") from None
-    return full
+    return {k: v for k, v in dataclasses.asdict(opts).items() if v is not None}
 
 
 def load_data_file(path) -> bayesnet.Dataset:

@@ -81,16 +81,27 @@ VOCABULARY: dict[str, tuple[str, str]] = {
 }
 
 
+def _vocabulary() -> dict[str, tuple[str, str]]:
+    """VOCABULARY plus the sweep axes of the sampler settings (`sampler_<field>`)."""
+    from bayesnet.sampling import SamplerOptions
+
+    axes = {
+        f"sampler_{k}": (f"sampler setting {k} (SamplerOptions)", "1")
+        for k in SamplerOptions.fields()
+    }
+    return {**axes, **VOCABULARY}
+
+
 def lookup(name: str) -> tuple[str, str] | None:
     """(long_name, units) of an analysis or core variable name, or None."""
-    return core.lookup(name, VOCABULARY)
+    return core.lookup(name, _vocabulary())
 
 
 def describe(obj):
     """long_name/units on every known variable (core and analysis vocabulary)."""
-    return core.describe(obj, VOCABULARY)
+    return core.describe(obj, _vocabulary())
 
 
 def redescribe(ds):
     """`ds` described afresh (inherited attributes dropped first), with this vocabulary."""
-    return core.redescribe(ds, VOCABULARY)
+    return core.redescribe(ds, _vocabulary())

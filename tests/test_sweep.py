@@ -471,3 +471,19 @@ def test_config_errors_name_the_file(tmp_path):
         with pytest.raises(grid.ConfigError) as err:
             grid.load(path)
         assert str(path) in str(err.value) and all(w in str(err.value) for w in words)
+
+
+def test_sampler_table_is_the_sampler_options(tmp_path):
+    """Every SamplerOptions field is a [sampler] key, checked by SamplerOptions itself."""
+    from bayesnet.sampling import SamplerOptions
+
+    text = TINY.replace("draws = 30\n", 'draws = 30\ndtype = "float32"\nchunk = 10\n')
+    g = plan(text, tmp_path)
+    col = next(p for p in g.points if p.network == "col")
+    assert dict(col.sampler)["dtype"] == "float32" and dict(col.sampler)["chunk"] == 10
+    assert set(dict(col.sampler)) <= set(SamplerOptions.fields())
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY.replace("chains = 2", "chains = 0"))
+    with pytest.raises(grid.ConfigError, match="chains") as err:
+        grid.load(path)
+    assert str(path) in str(err.value)
