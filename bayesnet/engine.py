@@ -188,7 +188,7 @@ class Result(NamedTuple):
     draws: dict[str, np.ndarray]  # per-draw statistics and sampler info, (chains, draws, ...)
     ksums: tuple  # (sum of K_train, sum of K_test_train, number of chain-draws summed)
     state: Any  # final kernel state (the last chain's, for sequential chains)
-    timing: dict[str, Any]  # compile_s, warmup_s, sample_s, gradients, interrupted
+    timing: dict[str, Any]  # compile_s, warmup_s, draws_s, run_s, gradients, interrupted
 
 
 def run(
@@ -207,7 +207,8 @@ def run(
     all chains always hold the same number of draws.  An interrupt during sampling returns the
     rounds of chunks finished by every chain (timing["interrupted"] is then True).
     `progress(n_steps, phase)` is called after every round (steps summed over the batches).
-    Timing: compile_s, warmup_s, sample_s (warmup + draws, compilation excluded), n_grad_warmup
+    Timing: compile_s, warmup_s, draws_s (the kept draws only), run_s = warmup_s + draws_s
+    (compilation excluded; older results called run_s `sample_s`), n_grad_warmup
     and n_grad (gradients summed over chains), n_grad_lockstep (what lock-step batches execute).
     """
     if chain_method not in CHAIN_METHODS:
@@ -272,7 +273,8 @@ def run(
     timing = {
         "compile_s": comp.compile_s,
         "warmup_s": t_warm - t0,
-        "sample_s": t1 - t0,
+        "draws_s": t1 - t_warm,
+        "run_s": t1 - t0,
         "n_grad_warmup": int(grads["warmup"][0]),
         "n_grad": int(g_all),
         "n_grad_lockstep": lockstep,

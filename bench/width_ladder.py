@@ -134,7 +134,9 @@ def pooled(width: int, chi_tag: str) -> xr.Dataset | None:
         chi=parts[0].attrs["chi"],
         chi_tag=chi_tag,
         seeds=len(parts),
-        sample_s=sum(p.attrs.get("timing_sample_s", 0.0) for p in parts),
+        sample_s=sum(
+            p.attrs.get("timing_run_s", p.attrs.get("timing_sample_s", 0.0)) for p in parts
+        ),
     )
     for side in ("train", "test"):
         out.attrs[f"rel_mcse_{side}"] = float(
