@@ -256,7 +256,7 @@ def sample(
     opts = SamplerOptions.from_dict({**base, **settings}).resolve()
     method, dtype = opts.method, opts.dtype
     if method == "exact":
-        from .exact import sample_exact
+        from .exact_sampler import sample_exact
 
         return sample_exact(
             spec,

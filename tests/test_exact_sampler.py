@@ -1,4 +1,4 @@
-"""`sample(..., method="exact")` (bayesnet.exact) and the one-compile-per-sweep property.
+"""`sample(..., method="exact")` (bayesnet.exact_sampler) and the one-compile-per-sweep property.
 
 Ground truth: the independent numpy blocked-Gibbs sampler of tests/reference.py and the exact
 scale-mixture quadrature (`theory.predict(method="exact")`, no Monte-Carlo error).  Every
@@ -20,7 +20,7 @@ from reference import batch_mean_se, gibbs_linear  # noqa: E402
 
 import bayesnet as bn  # noqa: E402
 from bayesnet import scale_mixture as sm  # noqa: E402
-from bayesnet.exact import sample_exact  # noqa: E402
+from bayesnet.exact_sampler import sample_exact  # noqa: E402
 
 KAPPA = 0.2
 Z_MAX = 4.5  # |z| bound per observable: a false alarm over ~30 correlated z's is < 1e-3

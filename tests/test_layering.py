@@ -21,7 +21,7 @@ out["spec_numpyro"] = "numpyro" in sys.modules
 import theory
 import jax, jax.numpy as jnp
 out["theory_mods"] = sorted(m for m in sys.modules if m.startswith((
-    "numpyro", "bayesnet.sampling", "bayesnet.engine", "bayesnet.models", "bayesnet.exact",
+    "numpyro", "bayesnet.sampling", "bayesnet.engine", "bayesnet.models", "bayesnet.exact_sampler",
     "bayesnet.results", "blackjax")))
 out["theory_x64"] = bool(jax.config.jax_enable_x64)
 data = bayesnet.ising(n_train=8, n_test=4, dim=6, flip=0.1, seed=0)
@@ -35,7 +35,7 @@ t32 = bayesnet.teacher(n_train=16, n_test=4, dim=6, activation="erf", seed=3)
 with bayesnet.float64():
     t64 = bayesnet.teacher(n_train=16, n_test=4, dim=6, activation="erf", seed=3)
 out["teacher"] = {"dtype": str(t32.y.dtype), "equal": bool(np.array_equal(t32.y, t64.y))}
-from bayesnet.exact import sample_exact
+from bayesnet.exact_sampler import sample_exact
 tree = sample_exact(NetworkSpec(width=4, activation="linear", chi=1.0, kappa=0.5), data,
                     chains=1, draws=5)
 out["exact"] = {"dtypes": sorted({str(v.dtype) for v in tree["posterior"].data_vars.values()}),

@@ -29,7 +29,7 @@ sample_stats holds the drawn log s (`log_s`): there is no acceptance step and no
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -76,10 +76,10 @@ def _one_draw(key, x, chi2, d, t, n_perp):
     A = d["A"]  # (D, P + P*): W X_all^T, the outputs in the right singular basis of X
     D, P = A.shape[0], d["y"].shape[0]
     dt = A.dtype
-    sig2 = t["g_v"] / D
-    noise = t["kappa"] / t["chi"]
-    N = t["width"]
-    rho = jnp.exp(x) * t["g_w"] / t["chi"]  # |w|^2
+    sig2 = t.g_v / D
+    noise = t.kappa / t.chi
+    N = t.width
+    rho = jnp.exp(x) * t.g_w / t.chi  # |w|^2
     # u | rho, y in the basis W: independent Gaussians, precision prior + likelihood
     prec = 1.0 / (rho * sig2) + d["sv2"] / noise  # (D,)
     c_mean = (d["yt"] / noise) / prec  # (D,)
@@ -144,6 +144,16 @@ def _build(batch, n_perp, d, t):
 _CACHE: dict = {}
 
 
+class Settings(NamedTuple):
+    """The traced settings of the exact sampler (a pytree: one compiled program per shape)."""
+
+    g_v: jax.Array
+    g_w: jax.Array
+    chi: jax.Array
+    kappa: jax.Array
+    width: jax.Array  # N as a float: the Bartlett degrees of freedom come in as data
+
+
 def _arrays(spec, data):
     X = np.asarray(data.X, float)
     Xt = np.asarray(data.X_test, float)
@@ -169,17 +179,8 @@ def _arrays(spec, data):
         "Xct_yc": Xc.T @ yc,
         "yc2": yc @ yc,
     }
-    t = {
-        "g_v": spec.g_v,
-        "g_w": spec.g_w,
-        "chi": spec.chi,
-        "kappa": spec.kappa,
-        "width": float(spec.width),
-    }
-    return (
-        {k: jnp.asarray(v, jnp.float64) for k, v in d.items()},
-        {k: jnp.asarray(v, jnp.float64) for k, v in t.items()},
-    )
+    t = Settings(*(jnp.asarray(float(getattr(spec, k)), jnp.float64) for k in Settings._fields))
+    return {k: jnp.asarray(v, jnp.float64) for k, v in d.items()}, t
 
 
 @with_float64
