@@ -130,11 +130,6 @@ def data_group(data) -> xr.Dataset:
     return ds
 
 
-def spec_attrs(spec) -> dict:
-    """Spec fields without chi (the series variable)."""
-    return {k: v for k, v in spec.replace(chi=1.0).to_attrs().items() if k != "chi"}
-
-
 def worst_trace(store: Store, pts, diag: xr.Dataset) -> xr.Dataset:
     """Draws of the observable with the worst R-hat in a series, for rank and trace plots."""
     from . import diagnostics
@@ -175,7 +170,7 @@ def series_groups(name: str, pts, loaded: dict, store: Store, dense: int) -> dic
             for f in json.loads(loaded[p.key]["theory"].attrs.get("theory_failed", "[]"))
         }
     )
-    th.attrs = {**spec_attrs(pts[0].spec), "theory_failed": json.dumps(failed)}
+    th.attrs = {**pts[0].spec.to_attrs(chi=False), "theory_failed": json.dumps(failed)}
     data = gridlib.make_data(dict(pts[0].data))
     groups = {
         "samples": est,
@@ -191,7 +186,7 @@ def series_groups(name: str, pts, loaded: dict, store: Store, dense: int) -> dic
         grid_chis = np.geomspace(chis.min(), chis.max(), dense)
         dense_th, _ = theories(pts[0], data, grid_chis)
         if dense_th is not None:
-            dense_th.attrs.update(spec_attrs(pts[0].spec))
+            dense_th.attrs.update(pts[0].spec.to_attrs(chi=False))
             groups["theory_dense"] = dense_th
     return {f"{name}/{g}": netcdf_safe(ds) for g, ds in groups.items()}
 
@@ -335,7 +330,7 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
     for name, pts in series.items():
         coords = {k: v for k, v in pts[0].series_coords().items() if k not in gridlib.SPEC_KEYS}
         tree[name].attrs = {
-            **spec_attrs(pts[0].spec),
+            **pts[0].spec.to_attrs(chi=False),
             **netcdf_safe(xr.Dataset(attrs=coords)).attrs,
         }
     tree.attrs = {

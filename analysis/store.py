@@ -22,6 +22,8 @@ import socket
 
 import xarray as xr
 
+from bayesnet.io import write_atomic  # the one atomic write (re-exported for analysis)
+
 STATES = ("pending", "running", "done", "failed")
 POINT_GROUPS = ("posterior", "estimates", "diagnostics", "theory", "comparison")
 
@@ -43,19 +45,6 @@ def one_line(err: BaseException) -> str:
     """An exception as one line: its message, or its type when the message is empty."""
     text = " ".join(str(err).split())
     return text or type(err).__name__
-
-
-def write_atomic(path: pathlib.Path, write) -> pathlib.Path:
-    """Call write(tmp) on a temporary name next to `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
 
 
 class Store:
