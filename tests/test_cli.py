@@ -269,11 +269,9 @@ def test_interrupt_keeps_finished_points(tmp_path, monkeypatch, capsys):
 
 
 def test_interrupt_while_collecting_says_so(tmp_path, monkeypatch, capsys):
-    from analysis import cli, collect
-
     import json
 
-    from analysis import grid
+    from analysis import cli, collect, grid
 
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY)
