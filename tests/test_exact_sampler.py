@@ -193,4 +193,11 @@ def test_exact_schema_matches_nuts_schema():
             assert a[k].dims == b[k].dims and a[k].shape == b[k].shape, (group, k)
     assert set(ex["sample_stats"].data_vars) == {"log_s"}
     assert ex["sample_stats"]["log_s"].dims == ("chain", "draw")
+    # neither per-draw f is a draw of f, and both say so
+    assert ex["posterior"].attrs["f_per_draw"].startswith("E[f | s, y]")
+    assert nuts["posterior"].attrs["f_per_draw"].startswith("E[f | V]")
+    assert (
+        "not a draw" in ex["posterior"]["f_train"].attrs["long_name"]
+        or "E[f | s, y]" in (ex["posterior"]["f_train"].attrs["long_name"])
+    )
     assert ex.attrs["timing_run_s"] > 0 and ex.attrs["draws"] == 30 and ex.attrs["warmup"] == 0
