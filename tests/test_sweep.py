@@ -164,9 +164,10 @@ def test_two_workers_agree_with_sequential_despite_a_killed_worker(sequential, c
     """What is guaranteed across processes: a point is a pure function of its key (its seeds are
     in the key), so a worker process computes the same numbers as this one.  Workers run XLA
     with one thread (executor.XLA_ONE_THREAD), which may sum in another order: the guarantee is
-    agreement to float64 rounding, not bit for bit (an HMC trajectory could in principle turn
-    a rounding difference into another accept decision; with the same XLA flags a process is
-    bit-for-bit reproducible, which the Ctrl-C test below checks)."""
+    agreement to float64 rounding for the exact sampler and the theories, and for HMC (where a
+    rounding difference could in principle change an accept decision and with it the chain)
+    agreement within Monte-Carlo error.  With the same XLA flags a process is bit-for-bit
+    reproducible, which the Ctrl-C test below checks."""
     g, ref_store, _, ref_sweep, ref_tree = sequential
     store = Store(tmp_path / "dask").prepare()
     killed = []
@@ -187,8 +188,21 @@ def test_two_workers_agree_with_sequential_despite_a_killed_worker(sequential, c
     assert {e["state"] for e in store.read_manifest().values()} == {"done"}
     assert not list(store.points.glob("*.running")) and not list(store.points.glob(".*.tmp"))
     sweep, _ = collect.collect(g, store, log=lambda m: None)
-    _assert_same_up_to_rounding(sweep, ref_sweep)
+    # the exact sampler's network and every theory value: the same to rounding
+    _assert_same_up_to_rounding(sweep.sel(network="lin"), ref_sweep.sel(network="lin"))
+    theory_vars = [v for v in sweep.data_vars if str(v).endswith("_theory")]
+    _assert_same_up_to_rounding(sweep[theory_vars], ref_sweep[theory_vars])
+    # the NUTS network: the same posterior means within Monte-Carlo error (equal when no
+    # rounding difference changed a trajectory, as on the machines tried so far)
+    col, ref = sweep.sel(network="col"), ref_sweep.sel(network="col")
+    for name in ("f_train", "f_test", "kernel_target"):
+        se = np.sqrt(col[f"{name}_mcse"] ** 2 + ref[f"{name}_mcse"] ** 2)
+        not_run = col[name].isnull() & ref[name].isnull()  # col has one chi of the two
+        assert bool(((abs(col[name] - ref[name]) <= 4.5 * se) | not_run).all()), name
+        assert int((~not_run).sum()) > 0
     for p in g.points:
+        if p.network != "lin":
+            continue
         with (
             xr.open_dataset(store.point_path(p.key), group="posterior") as a,
             xr.open_dataset(ref_store.point_path(p.key), group="posterior") as b,
