@@ -7,7 +7,8 @@ Files under the output folder DIR (see analysis/store.py and analysis/collect.py
   DIR/sweep.nc          one dataset over the grid axes, chi and theory (opens lazily)
   DIR/results.nc        the results tree the report reads
   DIR/report.md, DIR/figures/*.png
-Exit status: 0 done, 1 some points failed, 2 bad input (one line on stderr), 130 interrupted.
+Exit status: 0 done; 1 some points failed or are missing (collect and report list them); 2 bad
+input (one line on stderr); 130 interrupted.
 This module only parses arguments; the work is in grid, executor, collect and report.
 """
 
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Bayesian network posteriors across scaling "
         "regimes: grid sweeps of samples and theory, collected and reported.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser(
         "run",
@@ -62,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", default=None, help="grid TOML (default: the embedded one)")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    run.add_argument("--quick", action="store_true", help="apply the config's [quick] table")
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: the config's [quick] table, or else shorter chains, fewer chi "
+        "points and smaller data (at most the default's quick values)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     how = run.add_mutually_exclusive_group()
     how.add_argument(
@@ -119,16 +126,18 @@ def _write_grid(store, config: dict) -> None:
 def _read_grid(store):
     """The grid of DIR/grid.json, written by `bayesnet run`."""
     from . import grid
+    from .store import FolderError
 
     path = store.root / "grid.json"
     if not path.is_file():
-        raise grid.ConfigError(f"no {path}: run `bayesnet run --out {store.root}` first")
+        raise FolderError(f"no {path}: run `bayesnet run --out {store.root}` first")
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise grid.ConfigError(f"{path} is unreadable: {err}") from None
-    grid.validate(config)
-    return grid.plan(config)
+        raise FolderError(f"{path} is unreadable: {err}") from None
+    with grid.naming(path):
+        grid.validate(config)
+        return grid.plan(config)
 
 
 def _report(results, out: pathlib.Path) -> pathlib.Path:
@@ -147,7 +156,7 @@ def cmd_run(args) -> int:
     from .store import Store
 
     t0 = time.perf_counter()
-    g = grid.plan(grid.load_config(args.config, quick=args.quick))
+    g = grid.load(args.config, quick=args.quick)
     store = Store(args.out).prepare()
     with store.locked():
         if args.fresh:
@@ -204,43 +213,59 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _missing(results, where: str) -> int:
+    """Exit status 1, with the list, when some points of the grid are not in `results`."""
+    missing = json.loads(results.attrs.get("points_missing", "[]"))
+    if not missing:
+        return 0
+    _log(f"{len(missing)} of {results.attrs.get('points_total')} points are missing from {where}:")
+    for line in missing:
+        _log(f"  {line}")
+    return EXIT_POINTS_FAILED
+
+
 def cmd_collect(args) -> int:
     """Collect the finished points of DIR into DIR/sweep.nc and DIR/results.nc."""
     from . import collect
-    from .store import Store
+    from .executor import Interrupted
+    from .store import FolderError, Store
 
     store = Store(_folder(args))
     if not store.root.is_dir():
-        from .grid import ConfigError
-
-        raise ConfigError(f"no output folder {store.root}")
-    with store.locked():
-        g = _read_grid(store)
-        collect.collect(g, store)
+        raise FolderError(f"no output folder {store.root}")
+    try:
+        with store.locked():
+            g = _read_grid(store)
+            _, results = collect.collect(g, store)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while collecting: the point files in {store.points} are unchanged; "
+            f"`bayesnet collect {store.root}` starts again"
+        ) from None
     _log(f"collected into {store.root / 'sweep.nc'} and {store.root / 'results.nc'}")
-    return 0
+    return _missing(results, str(store.root / "results.nc"))
 
 
 def cmd_report(args) -> int:
     """DIR/report.md and figures from DIR/results.nc; prints the summary table."""
     import xarray as xr
 
-    from .grid import ConfigError
+    from .store import FolderError
 
     out = _folder(args)
     path = out / "results.nc"
     if not path.is_file():
-        raise ConfigError(f"no results file at {path}: run `bayesnet collect {out}` first")
+        raise FolderError(f"no results file at {path}: run `bayesnet collect {out}` first")
     try:
         with xr.open_datatree(path, engine="h5netcdf") as tree:
             results = tree.load().copy()
     except Exception as err:  # noqa: BLE001 - any failure to read: the file is the problem
-        raise ConfigError(
+        raise FolderError(
             f"results file {path} is unreadable ({' '.join(str(err).split())}); "
             f"`bayesnet collect {out}` rebuilds it"
         ) from None
     _report(results, out)
-    return 0
+    return _missing(results, str(path))
 
 
 COMMANDS = {"run": cmd_run, "collect": cmd_collect, "report": cmd_report}
@@ -248,23 +273,39 @@ COMMANDS = {"run": cmd_run, "collect": cmd_collect, "report": cmd_report}
 
 def _user_error(err: Exception) -> str | None:
     """The one line for an error the user can fix, None for an internal error (traceback)."""
+    from .executor import SchedulerError
     from .grid import ConfigError
-    from .store import PointFileError
+    from .store import FolderError, PointFileError
 
-    if isinstance(err, (UsageError, ConfigError, PointFileError)):
+    if isinstance(err, (UsageError, ConfigError, FolderError, PointFileError, SchedulerError)):
         return " ".join(str(err).split())
     if isinstance(err, OSError) and err.filename:  # a file the user named or must fix
         return f"{err.strerror or err}: {err.filename}"
     return None
 
 
+def _version() -> str:
+    from bayesnet import __version__
+
+    return __version__
+
+
+INTERRUPTED = {
+    "run": "interrupted before any point started; nothing to resume",
+    "collect": "interrupted before collecting started; nothing was changed",
+    "report": "interrupted: the report may be incomplete; `bayesnet report` writes it again",
+}
+
+
 def main(argv=None) -> int:
     """Entry point of the console script `bayesnet`."""
+    command = None
     try:
         args = _parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        command = args.command
+        return COMMANDS[command](args)
     except KeyboardInterrupt:
-        _log("interrupted before any point started; nothing to resume")
+        _log(INTERRUPTED.get(command, "interrupted"))
         return EXIT_INTERRUPTED
     except Exception as err:
         if type(err).__name__ == "Interrupted" and type(err).__module__ == "analysis.executor":

@@ -21,11 +21,11 @@ import numpy as np
 import xarray as xr
 
 from bayesnet.observables import kernel_scalars
-from bayesnet.vocabulary import describe
 
 from . import grid as gridlib
 from .point import netcdf_safe, theories
-from .store import PointFileError, Store, entry, write_atomic
+from .store import FolderError, PointFileError, Store, entry, write_atomic
+from .verdicts import describe
 
 STRING_VARS = ("verdict", "reasons", "best_method")
 
@@ -55,6 +55,37 @@ def load_points(grid, store: Store, log=_log) -> dict:
     if bad:
         store.write_manifest(manifest)
     return out
+
+
+def missing_points(grid, loaded: dict, store: Store) -> list[str]:
+    """One line per point of the grid that is not collected: where it is and why."""
+    manifest = store.read_manifest()
+    out = []
+    for p in grid.points:
+        if p.key in loaded:
+            continue
+        e = manifest.get(p.key, {})
+        state = e.get("state") or "never run"
+        why = e.get("error") or (
+            "no point file" if not store.point_path(p.key).exists() else "unreadable point file"
+        )
+        out.append(f"{p.network} N={p.spec.width} chi={p.chi:.4g} ({p.chi_rule}): {state}, {why}")
+    return out
+
+
+def missing_section(results: xr.DataTree) -> list[str]:
+    """The report's list of grid points missing from the results (empty when none)."""
+    missing = json.loads(results.attrs.get("points_missing", "[]"))
+    if not missing:
+        return []
+    total = results.attrs.get("points_total", "?")
+    lines = [
+        f"**Incomplete: {len(missing)} of {total} points are missing from this report** "
+        "(`bayesnet run` with the same config computes them; `--retry-failed` reruns the "
+        "failed ones):",
+        "",
+    ]
+    return lines + [f"- {m}" for m in missing] + [""]
 
 
 def prior_kernel(spec, data) -> xr.Dataset:
@@ -99,11 +130,6 @@ def data_group(data) -> xr.Dataset:
     return ds
 
 
-def spec_attrs(spec) -> dict:
-    """Spec fields without chi (the series variable)."""
-    return {k: v for k, v in spec.replace(chi=1.0).to_attrs().items() if k != "chi"}
-
-
 def worst_trace(store: Store, pts, diag: xr.Dataset) -> xr.Dataset:
     """Draws of the observable with the worst R-hat in a series, for rank and trace plots."""
     from . import diagnostics
@@ -144,7 +170,7 @@ def series_groups(name: str, pts, loaded: dict, store: Store, dense: int) -> dic
             for f in json.loads(loaded[p.key]["theory"].attrs.get("theory_failed", "[]"))
         }
     )
-    th.attrs = {**spec_attrs(pts[0].spec), "theory_failed": json.dumps(failed)}
+    th.attrs = {**pts[0].spec.to_attrs(chi=False), "theory_failed": json.dumps(failed)}
     data = gridlib.make_data(dict(pts[0].data))
     groups = {
         "samples": est,
@@ -160,7 +186,7 @@ def series_groups(name: str, pts, loaded: dict, store: Store, dense: int) -> dic
         grid_chis = np.geomspace(chis.min(), chis.max(), dense)
         dense_th, _ = theories(pts[0], data, grid_chis)
         if dense_th is not None:
-            dense_th.attrs.update(spec_attrs(pts[0].spec))
+            dense_th.attrs.update(pts[0].spec.to_attrs(chi=False))
             groups["theory_dense"] = dense_th
     return {f"{name}/{g}": netcdf_safe(ds) for g, ds in groups.items()}
 
@@ -268,7 +294,7 @@ def sweep_dataset(points, loaded: dict) -> xr.Dataset:
         "z_definition": "(theory - sample) / MCSE",
         "relerr_definition": "||theory - sample|| / ||sample|| over points",
     }
-    return netcdf_safe(describe(ds))  # long_name/units (bayesnet/vocabulary.py)
+    return netcdf_safe(describe(ds))  # long_name/units (analysis/verdicts.py)
 
 
 def versions() -> dict:
@@ -287,7 +313,7 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
     """Write DIR/sweep.nc and DIR/results.nc from the finished points; returns both trees."""
     loaded = load_points(grid, store, log)
     if not loaded:
-        raise gridlib.ConfigError(f"no finished points in {store.points}: run `bayesnet run` first")
+        raise FolderError(f"no finished points in {store.points}: run `bayesnet run` first")
     sweep = sweep_dataset(grid.points, loaded)
     write_atomic(store.root / "sweep.nc", lambda tmp: sweep.to_netcdf(tmp, engine="h5netcdf"))
     series = {
@@ -304,7 +330,7 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
     for name, pts in series.items():
         coords = {k: v for k, v in pts[0].series_coords().items() if k not in gridlib.SPEC_KEYS}
         tree[name].attrs = {
-            **spec_attrs(pts[0].spec),
+            **pts[0].spec.to_attrs(chi=False),
             **netcdf_safe(xr.Dataset(attrs=coords)).attrs,
         }
     tree.attrs = {
@@ -313,8 +339,9 @@ def collect(grid, store: Store, timing: dict | None = None, log=_log) -> tuple:
         "versions": json.dumps(versions()),
         "points_total": len(grid.points),
         "points_collected": len(loaded),
+        "points_missing": json.dumps(missing_points(grid, loaded, store)),
         **{f"timing_{k}": float(v) for k, v in (timing or {}).items()},
     }
-    tree = describe(tree)  # every variable gets long_name/units (bayesnet/vocabulary.py)
+    tree = describe(tree)  # every variable gets long_name/units (analysis/verdicts.py)
     write_atomic(store.root / "results.nc", lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
     return sweep, tree

@@ -3,7 +3,7 @@
 Observables: mean outputs and discrepancies on train and test points, posterior output
 variances, the sign-corrected scalar discrepancies Delta = (1/P) sum y (y - f), and the kernel
 projections y_hat^T K_post y_hat and tr K_post / P.  Their names, units and the definitions of
-z, relative error, `flagged` and `best_method` live in bayesnet/vocabulary.py and are written into
+z, relative error, `flagged` and `best_method` live in analysis/verdicts.py and are written into
 every result's attributes.
 """
 
@@ -16,9 +16,8 @@ import arviz_stats as azs
 import numpy as np
 import xarray as xr
 
-from bayesnet.vocabulary import DEFINITIONS, lookup, redescribe
-
 from . import diagnostics
+from .verdicts import DEFINITIONS, Z_FLAG, lookup, redescribe
 
 POINT_OBSERVABLES = (
     "f_train",
@@ -38,7 +37,6 @@ OBSERVABLES = POINT_OBSERVABLES + SCALAR_OBSERVABLES
 REFERENCE = "exact"  # ground truth for linear networks: never the "best" approximation
 NONE_WITHIN = "none within MC error"
 CHI_RTOL = 1e-6
-Z_FLAG = 4.0  # a theory is flagged where some observable is off by more than 4 MCSE
 # samplers whose per-draw outputs are E[f | V] with Var[f | V] alongside (readout integrated out)
 RAO_BLACKWELLISED = ("collapsed", "exact")
 

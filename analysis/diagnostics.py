@@ -11,11 +11,8 @@ import arviz_stats as azs
 import numpy as np
 import xarray as xr
 
-from bayesnet.vocabulary import redescribe
+from .verdicts import BFMI_MIN, ESS_BULK_MIN, RHAT_MAX, redescribe
 
-RHAT_MAX = 1.01
-ESS_BULK_MIN = 400.0
-BFMI_MIN = 0.2
 DEFAULT_MAX_TREE_DEPTH = 10
 DIAGNOSTICS = ("rhat", "ess_bulk", "ess_tail", "mcse_mean")
 

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -28,6 +29,10 @@ from .store import Store, entry, one_line
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+class SchedulerError(ValueError):
+    """The Dask scheduler named on the command line cannot be reached (one line, exit 2)."""
 
 
 class Interrupted(Exception):
@@ -80,6 +85,44 @@ class _Progress:
             self.bar.close()
 
 
+@contextlib.contextmanager
+def _ctrl_c_flag():
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets bayesnet.engine's interrupt flag,
+    which the sampler (between chunks) and this driver (between points) honour: the exception
+    alone is lost when it lands in a garbage-collection callback."""
+    from bayesnet import engine
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        engine.request_interrupt()
+        raise KeyboardInterrupt
+
+    def unraisable(info):  # the lost exception: no "Exception ignored" traceback, the flag acts
+        if not (engine.interrupt_requested() and info.exc_type is KeyboardInterrupt):
+            hook(info)
+
+    engine.clear_interrupt()
+    previous, hook = signal.signal(signal.SIGINT, handler), sys.unraisablehook
+    sys.unraisablehook = unraisable
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = hook
+        engine.clear_interrupt()
+
+
+def _check_interrupt() -> None:
+    """Raise the KeyboardInterrupt of a Ctrl-C whose exception was lost (see _ctrl_c_flag)."""
+    from bayesnet import engine
+
+    if engine.interrupt_requested():
+        raise KeyboardInterrupt
+
+
 def plan_states(grid, store: Store, retry_failed: bool, log=_log) -> tuple[dict, list]:
     """Manifest entries of every point and the points to compute.
 
@@ -87,6 +130,7 @@ def plan_states(grid, store: Store, retry_failed: bool, log=_log) -> tuple[dict,
     (named in the log).  Points that failed before are skipped unless retry_failed.
     """
     old = store.read_manifest()
+    store.remove_temporaries()  # no writer is running: the caller holds the folder's lock
     entries, todo = {}, []
     for p in grid.points:
         prev = old.get(p.key, {})
@@ -133,10 +177,12 @@ def run(
     store.write_manifest(entries)
     state = _State(entries, store, _Progress(progress and bool(todo), n, n_done + n_failed, log))
     try:
-        if todo and (workers or scheduler or scheduler_file):
-            _run_dask(todo, store, state, workers, scheduler, scheduler_file, cache_dir)
-        elif todo:
-            _run_here(todo, store, state, progress)
+        with _ctrl_c_flag():
+            if todo and (workers or scheduler or scheduler_file):
+                _run_dask(todo, store, state, workers, scheduler, scheduler_file, cache_dir)
+            elif todo:
+                _run_here(todo, store, state, progress)
+            _check_interrupt()
     except KeyboardInterrupt:
         for e in entries.values():
             if e["state"] == "running":
@@ -149,13 +195,14 @@ def run(
             f"run the same command again to resume"
         ) from None
     state.progress.close()
+    store.remove_temporaries()  # what a killed worker left half-written
     store.write_manifest(entries)
     counts = {s: sum(e["state"] == s for e in entries.values()) for s in ("done", "failed")}
     return Outcome(
         total=n,
         done=counts["done"],
         failed=counts["failed"],
-        computed=state.computed,
+        computed=sum(entries[p.key]["state"] == "done" for p in todo),
         seconds=time.perf_counter() - t0,
     )
 
@@ -165,17 +212,19 @@ class _State:
 
     def __init__(self, entries: dict, store: Store, progress: _Progress):
         self.entries, self.store, self.progress = entries, store, progress
-        self.computed = 0
 
     def counts(self) -> tuple[int, int, int]:
         states = [e["state"] for e in self.entries.values()]
         return states.count("done"), states.count("failed"), states.count("running")
 
     def set_running(self, keys) -> None:
+        """Mark `keys` running and other running points pending; done and failed stay."""
         changed = False
         for key, e in self.entries.items():
-            want = "running" if key in keys else ("pending" if e["state"] == "running" else None)
-            if want and e["state"] != want:
+            if e["state"] not in ("pending", "running"):
+                continue
+            want = "running" if key in keys else "pending"
+            if e["state"] != want:
                 e["state"], changed = want, True
         if changed:
             self.store.write_manifest(self.entries)
@@ -190,15 +239,16 @@ class _State:
             seconds=result.get("seconds"),
             updated=entry(p, "done")["updated"],
         )
-        self.computed += result["state"] == "done"
         self.store.marker_path(p.key).unlink(missing_ok=True)
         self.store.write_manifest(self.entries)
         tag = f"{p.network} N={p.spec.width} chi={p.chi:.4g}"
         if result["state"] == "done":
             self.progress.log(f"done {tag} in {result['seconds']:.1f}s: {result['summary']}")
         else:
+            where = result.get("log")
             self.progress.log(
-                f"FAILED {tag}: {result['error']} (traceback in {self.store.log_path(p.key)})"
+                f"FAILED {tag}: {result['error']}"
+                + (f" (traceback in {where})" if where else " (no traceback was written)")
             )
         self.progress.update(1, *self.counts())
 
@@ -206,6 +256,7 @@ class _State:
 def _run_here(todo, store: Store, state: _State, progress: bool) -> None:
     """Every point in this process, one after the other; the sampler's bar under the points'."""
     for p in todo:
+        _check_interrupt()
         state.set_running({p.key})
         try:
             with warnings.catch_warnings():
@@ -241,10 +292,10 @@ def _client(workers, scheduler, scheduler_file, cache_dir):
                 else Client(scheduler, timeout=30)
             )
         except (OSError, ValueError) as err:
-            from .grid import ConfigError
-
             where = scheduler_file or scheduler
-            raise ConfigError(f"cannot reach the Dask scheduler {where}: {one_line(err)}") from None
+            raise SchedulerError(
+                f"cannot reach the Dask scheduler {where}: {one_line(err)}"
+            ) from None
         return client, None
     # Ctrl-C in a terminal reaches the whole process group: the workers ignore it (an ignored
     # SIGINT is inherited by the processes they are spawned as, and Python keeps it ignored)
@@ -301,7 +352,9 @@ def _run_dask(
         while not ac.is_empty():
             batch = ac.next_batch(block=False)
             for fut in batch:
-                p = futures[fut]
+                # forget the future once read: a result lost with a killed worker is then not
+                # recomputed (which rewrote a finished point and left it "pending")
+                p = futures.pop(fut)
                 running.discard(p.key)
                 if fut.status == "finished":
                     result = fut.result()
@@ -314,6 +367,8 @@ def _run_dask(
                         + (f"{type(err).__name__}: {one_line(err)}" if err else ""),
                     }
                 state.finish(p, result)
+                fut.release()
+            _check_interrupt()
             if not batch:
                 now = {f.stem for f in store.points.glob("*.running")}
                 keys = {futures[f].key for f in futures if not f.done()} & now
@@ -324,10 +379,9 @@ def _run_dask(
     except KeyboardInterrupt:
         if cluster is not None:  # stop at once: our own workers are killed, not drained
             _kill_workers(cluster)
-        for p in futures.values():  # what the cancelled points left behind
-            if state.entries[p.key]["state"] != "done":
-                store.marker_path(p.key).unlink(missing_ok=True)
-                store.log_path(p.key).unlink(missing_ok=True)
+        for p in futures.values():  # what the cancelled (unfinished) points left behind
+            store.marker_path(p.key).unlink(missing_ok=True)
+            store.log_path(p.key).unlink(missing_ok=True)
         raise
     finally:
         with contextlib.suppress(Exception):

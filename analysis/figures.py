@@ -113,13 +113,29 @@ def dense_theory(node) -> xr.Dataset | None:
 
 
 def _theory_lines(ax, theory: xr.Dataset, key: str, methods=None):
-    """One line per theory over chi (`theory` a table over (theory, chi))."""
+    """One line per theory over chi (`theory` a table over (theory, chi)).
+
+    A curve that coincides with one drawn before (e.g. rescaling (tree) and tree level for a
+    linear network) is drawn dashed with markers over it, and its legend entry says so.
+    """
+    drawn: list = []  # (label, values) of the curves drawn so far
     for m in theory_order(theory["theory"].values if methods is None else methods):
         if m not in theory["theory"].values or key not in theory:
             continue
         name, color, ls = THEORY_STYLE.get(m, (m, None, "-"))
-        y = theory[key].sel({"theory": m})
-        ax.plot(theory["chi"], y, ls=ls, color=color, lw=1.6, label=name, zorder=2)
+        y = np.asarray(theory[key].sel({"theory": m}), dtype=float)  # (chi,)
+        same = [
+            label
+            for label, prev in drawn
+            if np.all(np.isfinite(y)) and np.allclose(y, prev, rtol=1e-6, atol=1e-12)
+        ]
+        drawn.append((name, y))
+        style = {"ls": ls, "lw": 1.6, "zorder": 2}
+        if same:
+            name = f"{name} (= {same[0]})"
+            style = {"ls": (0, (2, 3)), "lw": 1.2, "marker": "x", "ms": 4, "zorder": 2.5}
+            style["markevery"] = max(1, y.size // 8)
+        ax.plot(theory["chi"], y, color=color, label=name, **style)
 
 
 def _theory_source(comp: xr.Dataset, theory: xr.Dataset | None) -> xr.Dataset:
@@ -278,9 +294,11 @@ def rank_trace_figure(worst: xr.Dataset, title: str) -> Figure:
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     nbins = 20
     bins = np.linspace(0, C * S, nbins + 1)
+    counts = [np.histogram(ranks[c], bins=bins)[0] for c in range(C)]  # (nbins,) per chain
     for c in range(C):
         axes[0].plot(x[c], lw=0.6, alpha=0.8, label=f"chain {c}")
-        axes[1].hist(ranks[c], bins=bins, histtype="step", lw=1.2, label=f"chain {c}")
+        # the outline of the bin counts only: no drop to zero at the two edges
+        axes[1].stairs(counts[c], bins, baseline=None, lw=1.2, label=f"chain {c}")
     sd = np.sqrt(S / nbins)  # Poisson spread of a uniform bin count
     axes[1].axhspan(
         S / nbins - 2 * sd, S / nbins + 2 * sd, color="0.85", zorder=0, label="uniform ± 2 sd"
@@ -296,7 +314,8 @@ def rank_trace_figure(worst: xr.Dataset, title: str) -> Figure:
     axes[1].set_title(f"rank plot: flat when chains mix; R-hat = {rhat:.3f}", fontsize=9)
     axes[1].set_xlabel("rank of the draw among all chains")
     axes[1].set_ylabel(f"draws per bin ({nbins} bins)")
-    axes[1].set_ylim(0, 1.45 * max(np.histogram(ranks[c], bins=bins)[0].max() for c in range(C)))
+    axes[1].set_xlim(bins[0], bins[-1])
+    axes[1].set_ylim(0, 1.45 * max(cnt.max() for cnt in counts))
     axes[1].legend(fontsize=7, loc="upper center", ncol=3)
     fig.suptitle(f"{title}: did the chains of the least converged observable mix?", fontsize=10)
     return fig

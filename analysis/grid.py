@@ -10,6 +10,7 @@ be "N".  One point = one (spec with chi, data, sampler settings) combination.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -21,23 +22,13 @@ import math
 import pathlib
 import re
 import tomllib
+from collections.abc import Iterator
 
 import numpy as np
 
 import bayesnet
 from bayesnet import datasets
 
-SAMPLER_KEYS = {
-    "method": str,
-    "chains": int,
-    "warmup": int,
-    "draws": int,
-    "seed": int,
-    "chain_method": str,
-    "target_accept": float,
-    "max_tree_depth": int,
-    "algorithm": str,
-}
 CHI_KEYS = {"min": float, "max": (float, str), "num": int, "values": list}
 THEORY_KEYS = {"methods": list, "dense": int}
 SPEC_KEYS = {"width": int, "activation": str, "g_v": float, "g_w": float, "kappa": float}
@@ -49,6 +40,13 @@ DEFAULT_DENSE = 12
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the key."""
+
+
+def sampler_keys() -> dict:
+    """The [sampler] schema: the fields of bayesnet's SamplerOptions and their TOML types."""
+    from bayesnet.sampling import SamplerOptions
+
+    return SamplerOptions.fields()
 
 
 # ------------------------------------------------------------------ reading and checking
@@ -135,7 +133,8 @@ def validate(config: dict) -> None:
         config.setdefault(key, {})
     data_schema = _data_schema(config["data"])
     _check_table(config["data"], data_schema, "data", lists=True)
-    _check_table(config["sampler"], SAMPLER_KEYS, "sampler", lists=True)
+    sampler_schema = sampler_keys()
+    _check_table(config["sampler"], sampler_schema, "sampler", lists=True)
     _check_table(config["chi"], CHI_KEYS, "chi")
     _check_table(config["theory"], THEORY_KEYS, "theory")
     nets = config.get("network")
@@ -143,7 +142,7 @@ def validate(config: dict) -> None:
         raise ConfigError("config: at least one [[network]] table is needed")
     for i, net in enumerate(nets):
         _check_table(net, NETWORK_KEYS, f"network[{i}]", lists=True)
-        _check_table(net.get("sampler", {}), SAMPLER_KEYS, f"network[{i}].sampler", lists=True)
+        _check_table(net.get("sampler", {}), sampler_schema, f"network[{i}].sampler", lists=True)
         for req in ("name", "width"):
             if req not in net:
                 raise ConfigError(f"config: 'network[{i}].{req}' is missing")
@@ -153,7 +152,7 @@ def validate(config: dict) -> None:
         {"sampler": dict, "chi": dict, "data": dict, "network": dict, "theory": dict},
         "quick",
     )
-    _check_table(quick.get("sampler", {}), SAMPLER_KEYS, "quick.sampler", lists=True)
+    _check_table(quick.get("sampler", {}), sampler_schema, "quick.sampler", lists=True)
     _check_table(quick.get("chi", {}), CHI_KEYS, "quick.chi")
     _check_table(quick.get("theory", {}), THEORY_KEYS, "quick.theory")
     _check_table(quick.get("data", {}), data_schema, "quick.data", lists=True)
@@ -161,11 +160,29 @@ def validate(config: dict) -> None:
     _check_table(quick.get("network", {}), net_keys, "quick.network", lists=True)
 
 
-def load_config(path=None, quick: bool = False) -> dict:
-    """The default config, or the default overridden by a TOML file; [quick] applied on request.
+@contextlib.contextmanager
+def naming(path) -> Iterator[None]:
+    """ConfigErrors raised inside name the config file: `config FILE: ...` (no-op for None)."""
+    try:
+        yield
+    except ConfigError as err:
+        text = str(err)
+        if path is None or str(path) in text:
+            raise
+        raise ConfigError(f"config {path}: {text.removeprefix('config: ')}") from None
 
-    With a file, only the file's own [quick] table is applied (never the default's): a user's
-    grid is not resized behind their back.
+
+def load(path=None, quick: bool = False) -> Grid:
+    """The grid of a config file (None: the embedded default); every error names the file."""
+    with naming(path):
+        return plan(load_config(path, quick=quick))
+
+
+def load_config(path=None, quick: bool = False) -> dict:
+    """The default config, or the default overridden by a TOML file; --quick applied on request.
+
+    quick: the file's own [quick] table when it has one; otherwise `shrink` caps the run's
+    size at the default's quick values (any grid gets smaller, none gets larger).
     """
     config = default_config()
     if path is not None:
@@ -176,7 +193,12 @@ def load_config(path=None, quick: bool = False) -> dict:
             user = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
-        config.pop("quick")
+        if not user:
+            raise ConfigError(
+                f"config file {path} is empty: it needs at least one table, e.g. [[network]] "
+                "(without --config the embedded default grid runs)"
+            )
+        default_quick = config.pop("quick")
         for key in ("network", "chi"):  # a user's networks and chi grid replace the default's
             if key in user:
                 config.pop(key)
@@ -191,10 +213,41 @@ def load_config(path=None, quick: bool = False) -> dict:
                 for f in (files if isinstance(files, list) else [files])
             ]
             config["data"]["file"] = resolved if isinstance(files, list) else resolved[0]
+        with naming(path):
+            validate(config)
         if quick and "quick" not in user:
-            raise ConfigError(f"--quick: config file {path} has no [quick] table")
+            return shrink(config, default_quick)
+        with naming(path):
+            return apply_quick(config) if quick else config
     validate(config)
     return apply_quick(config) if quick else config
+
+
+def _cap(value, limit):
+    """min(value, limit), entry by entry for a list (repeats dropped)."""
+    if isinstance(value, list):
+        return list(dict.fromkeys(min(v, limit) for v in value))
+    return min(value, limit)
+
+
+def shrink(config: dict, limits: dict) -> dict:
+    """--quick for a config without a [quick] table: the sampler's warmup and draws, the size
+    of log chi grids, the dense theory curves and the data sizes capped at `limits` (the
+    default's [quick] values); networks, chi values and everything else are kept."""
+    out = copy.deepcopy(config)
+    for table in ("sampler", "theory", "data"):
+        for key, limit in limits.get(table, {}).items():
+            if isinstance(out[table].get(key), (int, float, list)):
+                out[table][key] = _cap(out[table][key], limit)
+    num = limits.get("chi", {}).get("num")
+    for table in [out["chi"], *(n.get("chi") for n in out["network"])]:
+        if num is not None and isinstance(table, dict) and "values" not in table:
+            table["num"] = _cap(table.get("num", 6), num)  # a log grid {min, max, num}
+    for net in out["network"]:
+        for key, limit in limits.get("sampler", {}).items():
+            if isinstance(net.get("sampler", {}).get(key), (int, float, list)):
+                net["sampler"][key] = _cap(net["sampler"][key], limit)
+    return out
 
 
 def apply_quick(config: dict) -> dict:
@@ -302,24 +355,16 @@ def _file_digest(path: str) -> str:
         raise ConfigError(f"data file {path}: {err.strerror or err}") from None
 
 
-def sampler_defaults() -> dict:
-    """The sampler settings of `bayesnet.sample` that a config may set, with their defaults."""
-    from bayesnet import sampling
-
-    params = inspect.signature(sampling.sample).parameters
-    return {k: params[k].default for k in SAMPLER_KEYS}
-
-
 def check_sampler(settings: dict, where: str = "sampler") -> dict:
-    """Value checks of sampler settings by bayesnet's own validation; ConfigError naming the key."""
-    from bayesnet import sampling
+    """Sampler settings checked by bayesnet's SamplerOptions (ConfigError naming the key): the
+    explicit settings and the defaults of the others, None values left out."""
+    from bayesnet.sampling import SamplerOptions
 
-    full = {**sampler_defaults(), **settings}
     try:
-        sampling.check_options(**full)  # the one home of these checks, shared with `sample`
+        opts = SamplerOptions.from_dict(settings)  # the one home of these checks
     except ValueError as err:
         raise ConfigError(f"config: [{where}]: {err}") from None
-    return full
+    return {k: v for k, v in dataclasses.asdict(opts).items() if v is not None}
 
 
 def load_data_file(path) -> bayesnet.Dataset:

@@ -14,6 +14,7 @@ import pathlib
 import socket
 import time
 import traceback
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -61,8 +62,15 @@ def netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def theories(point, data, chis, methods=None) -> tuple[xr.Dataset | None, list[str]]:
-    """Every theory of `point` at `chis` as one table over (theory, chi); failures listed."""
+def theories(
+    point, data, chis, methods=None, tracebacks: list | None = None
+) -> tuple[xr.Dataset | None, list[str]]:
+    """Every theory of `point` at `chis` as one table over (theory, chi); failures listed.
+
+    A theory that raises is listed in one line (`method: message`) and the others go on; the
+    full traceback of each is appended to `tracebacks` when given (run_point writes them to
+    DIR/points/<key>.log), so a bug in a theory still shows where it happened.
+    """
     import theory
 
     from . import comparison as cmp
@@ -72,8 +80,10 @@ def theories(point, data, chis, methods=None) -> tuple[xr.Dataset | None, list[s
     for m in methods or point.methods:
         try:
             parts[m] = theory.predict(spec, data, chis, m)
-        except (ValueError, RuntimeError, ArithmeticError) as err:
-            failed.append(f"{m}: {one_line(err)}")
+        except Exception as err:  # noqa: BLE001 - one theory never stops the others
+            failed.append(f"{m}: {type(err).__name__}: {one_line(err)}")
+            if tracebacks is not None:
+                tracebacks.append(f"theory {m}:\n" + "".join(traceback.format_exception(err)))
     if not parts:
         return None, failed
     table = cmp.theory_table(parts).assign_coords(chi=np.asarray(chis, dtype=float))
@@ -81,8 +91,13 @@ def theories(point, data, chis, methods=None) -> tuple[xr.Dataset | None, list[s
     return table, failed
 
 
-def compute(point, progress: bool = False, desc: str | None = None) -> xr.DataTree:
-    """Sample the point, run every theory at its chi, compare: the point tree (not saved)."""
+def compute(
+    point, progress: bool = False, desc: str | None = None, tracebacks: list | None = None
+) -> xr.DataTree:
+    """Sample the point, run every theory at its chi, compare: the point tree (not saved).
+
+    Tracebacks of theories that failed are appended to `tracebacks` (see `theories`).
+    """
     import bayesnet
 
     from . import comparison as cmp
@@ -94,7 +109,7 @@ def compute(point, progress: bool = False, desc: str | None = None) -> xr.DataTr
     if tree.attrs.get("interrupted"):
         raise KeyboardInterrupt  # the sampler kept a partial run: never save it as a point
     chi = [point.chi]
-    th, failed = theories(point, data, chi)
+    th, failed = theories(point, data, chi, tracebacks=tracebacks)
     if th is None:
         raise RuntimeError(f"no theory could be computed: {'; '.join(failed)}")
     est = cmp.sample_estimates(tree).drop_vars("chi", errors="ignore").expand_dims(chi=chi)
@@ -119,21 +134,40 @@ def run_point(point, root, progress: bool = False, desc: str | None = None) -> d
     store = Store(root)
     marker = store.marker_path(point.key)
     marker.write_text(f"host {socket.gethostname()} pid {os.getpid()}")
+    tracebacks: list = []
     try:
         t0 = time.perf_counter()
-        tree = compute(point, progress=progress, desc=desc)
+        try:
+            tree = compute(point, progress=progress, desc=desc, tracebacks=tracebacks)
+        finally:  # a failure's own traceback is appended by `failure`
+            _write_log(store.log_path(point.key), tracebacks)
         store.write_point(tree, point.key)
         from . import diagnostics
 
         diag = tree["diagnostics"].to_dataset().isel(chi=0)
+        failed = json.loads(tree.attrs["theory_failed"])
+        summary = diagnostics.summary_line(diag)
+        if failed:
+            summary += f"; theory failed: {'; '.join(failed)} (log {store.log_path(point.key)})"
         return {
             "key": point.key,
             "state": "done",
             "seconds": time.perf_counter() - t0,
-            "summary": diagnostics.summary_line(diag),
+            "summary": summary,
         }
     finally:
         marker.unlink(missing_ok=True)
+
+
+def _write_log(path: pathlib.Path, tracebacks: list) -> None:
+    """Theory tracebacks into the point's log file (removed when there are none)."""
+    if tracebacks:
+        try:
+            path.write_text("\n".join(tracebacks))
+        except OSError as err:
+            warnings.warn(f"could not write {path}: {err.strerror or err}", stacklevel=2)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def task(point, root, cache_dir: str = "") -> dict:
@@ -149,16 +183,19 @@ def task(point, root, cache_dir: str = "") -> dict:
 
 
 def failure(point, root, err: BaseException) -> dict:
-    """Record a failed point's traceback in its log file; the manifest entry gets one line."""
+    """Record a failed point's traceback in its log file; the manifest entry gets one line.
+
+    The result's `log` is the log file, or None when it could not be written (the error line
+    then says why).
+    """
     log = Store(root).log_path(point.key)
+    line = (
+        one_line(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {one_line(err)}"
+    )
     try:
-        log.write_text("".join(traceback.format_exception(err)))
-    except OSError:
-        pass
-    return {
-        "key": point.key,
-        "state": "failed",
-        "error": f"{type(err).__name__}: {one_line(err)}"
-        if not isinstance(err, ValueError)
-        else one_line(err),
-    }
+        with open(log, "a") as f:  # after any theory tracebacks of this point
+            f.write("".join(traceback.format_exception(err)))
+    except OSError as io_err:
+        line += f" (its traceback could not be written to {log}: {io_err.strerror or io_err})"
+        log = None
+    return {"key": point.key, "state": "failed", "error": line, "log": str(log) if log else None}

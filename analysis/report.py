@@ -1,7 +1,7 @@
 """`report.md`: summary table per chi and network, the theory hierarchy against exact, figures.
 
 Every definition the report quotes (z, max |z|, relative error, flagged, best) is the one stored
-in the comparison's attributes (bayesnet/vocabulary.py), so the file and the report agree.
+in the comparison's attributes (analysis/verdicts.py), so the file and the report agree.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import pathlib
 import numpy as np
 import xarray as xr
 
-from bayesnet.vocabulary import DEFINITIONS
-
+from . import collect, figures
 from . import comparison as cmp
-from . import figures
+from .verdicts import DEFINITIONS, verdict_rule
 
 THEORY_ORDER = tuple(figures.THEORY_STYLE)
 SMOKE_DRAWS = 2000  # chains x draws below this: a smoke test, not expected to pass diagnostics
@@ -209,13 +208,12 @@ def _warn_note(rows: list[dict], cfg: dict) -> list[str]:
     n_warn = sum(r["verdict"] != "ok" for r in rows)
     if not n_warn:
         return [
-            "All runs pass the diagnostics (R-hat <= 1.01, bulk ESS >= 400, no divergences, "
-            "E-BFMI >= 0.2).",
+            f"All runs pass the diagnostics ({verdict_rule()}).",
             "",
         ]
     text = (
         f"{n_warn} of {len(rows)} runs are marked **WARN**: they miss a diagnostics threshold "
-        "(R-hat <= 1.01, bulk ESS >= 400, no divergences, E-BFMI >= 0.2); their z-scores are "
+        f"({verdict_rule()}); their z-scores are "
         "less trustworthy, and they are drawn hollow in the figures."
     )
     if _smoke_test(cfg):
@@ -281,6 +279,7 @@ def write_report(results: xr.DataTree, out) -> pathlib.Path:
             "(sampling and theory of every point; the run's log quotes the same number).",
             "",
         ]
+    lines += collect.missing_section(results)  # grid points not in this report, if any
     lines += ["## Summary", "", summary_table(results), ""]
     lines += _warn_note(rows, cfg) + _definitions()
     lines += finite_width_section(results, out)

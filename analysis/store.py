@@ -22,10 +22,15 @@ import socket
 
 import xarray as xr
 
-from .grid import ConfigError
+from bayesnet.io import write_atomic  # the one atomic write (re-exported for analysis)
 
 STATES = ("pending", "running", "done", "failed")
 POINT_GROUPS = ("posterior", "estimates", "diagnostics", "theory", "comparison")
+
+
+class FolderError(ValueError):
+    """The output folder cannot be used: not writable, held by another run, or lacking a file
+    a command needs; the message names the folder or file."""
 
 
 class PointFileError(ValueError):
@@ -42,19 +47,6 @@ def one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
-def write_atomic(path: pathlib.Path, write) -> pathlib.Path:
-    """Call write(tmp) on a temporary name next to `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
-
-
 class Store:
     """A sweep folder DIR: points, manifest, lock (see the module docstring)."""
 
@@ -66,14 +58,14 @@ class Store:
 
     # -------------------------------------------------------------- folder and lock
     def prepare(self) -> Store:
-        """Create DIR and DIR/points and prove they are writable (ConfigError otherwise)."""
+        """Create DIR and DIR/points and prove they are writable (FolderError otherwise)."""
         try:
             self.points.mkdir(parents=True, exist_ok=True)
             probe = self.points / f".write_test.{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as err:
-            raise ConfigError(
+            raise FolderError(
                 f"output folder {self.root} is not writable: {err.strerror or err}"
             ) from None
         return self
@@ -88,7 +80,7 @@ class Store:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                raise ConfigError(
+                raise FolderError(
                     f"output folder {self.root} is in use by another bayesnet "
                     f"run ({holder}); lock file {path}"
                 ) from None
@@ -97,6 +89,15 @@ class Store:
             yield self
         finally:
             os.close(fd)  # closing releases the flock
+
+    def remove_temporaries(self) -> list[pathlib.Path]:
+        """Delete half-written files in DIR/points (a killed writer's `.<name>.tmp`)."""
+        gone = []
+        for f in self.points.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                f.unlink()
+                gone.append(f)
+        return gone
 
     def clear(self) -> None:
         """--fresh: remove every point file, marker, log, the manifest and collected results."""

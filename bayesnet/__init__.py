@@ -30,6 +30,7 @@ _EXPORTS = {
     "load": "io",
     "save": "io",
     "sample": "sampling",
+    "SamplerOptions": "sampling",
     "draw_outputs": "scale_mixture",
 }
 __all__ = sorted(_EXPORTS)

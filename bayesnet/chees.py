@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -49,7 +48,7 @@ def _blackjax():
         from blackjax.adaptation import chees_adaptation
         from blackjax.mcmc import dynamic_hmc
     except ImportError:
-        raise ImportError("sampler='chees' needs BlackJAX: pip install blackjax") from None
+        raise ImportError("algorithm='chees' needs BlackJAX: pip install blackjax") from None
     return chees_adaptation, dynamic_hmc, optax
 
 
@@ -151,9 +150,3 @@ def chees(
         }
 
     return Kernel(init, step, lambda st: st.hmc.position, info)
-
-
-def mean_steps(state: ChEESState) -> float:
-    """Mean leapfrog steps per transition after warmup (trajectory length / step size)."""
-    a = state.adapt
-    return float(math.exp(a.log_trajectory_length_moving_average - a.log_step_size_moving_average))

@@ -135,6 +135,7 @@ def teacher(
 ) -> Dataset:
     """Gaussian inputs x ~ N(0, I_D), labels y = phi(u.x/sqrt(D)) + noise*N(0,1), u ~ N(0, I_D)."""
     from .activations import ACTIVATIONS, check_activation
+    from .precision import float64
 
     n_train, n_test, dim = _count("n_train", n_train), _count("n_test", n_test), _count("dim", dim)
     check_activation(activation)
@@ -146,8 +147,9 @@ def teacher(
 
     def draw(n):
         X = rng.standard_normal((n, dim))  # (n, D)
-        y = np.asarray(phi(X @ u / np.sqrt(dim))) + noise * rng.standard_normal(n)
-        return X, y
+        with float64():  # phi is a jax function: labels must not depend on JAX's precision
+            h = np.asarray(phi(X @ u / np.sqrt(dim)), dtype=float)  # (n,)
+        return X, h + noise * rng.standard_normal(n)
 
     X, y = draw(n_train)
     Xt, yt = draw(n_test)

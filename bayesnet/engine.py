@@ -14,6 +14,7 @@ keeps the finished draws.  Compilation and sampling are timed separately.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -23,6 +24,25 @@ import jax.numpy as jnp
 import numpy as np
 
 CHAIN_METHODS = ("vectorized", "sequential")
+
+# Set by a Ctrl-C handler (analysis.executor) and honoured between chunks: a KeyboardInterrupt
+# raised inside a garbage-collection callback or finaliser is printed and dropped by Python, so
+# the exception alone can be lost; the flag is not.
+_INTERRUPT = threading.Event()
+
+
+def request_interrupt() -> None:
+    """Ask every running `run` to stop after its current chunk (as on KeyboardInterrupt)."""
+    _INTERRUPT.set()
+
+
+def interrupt_requested() -> bool:
+    """Whether an interrupt was requested and not yet cleared."""
+    return _INTERRUPT.is_set()
+
+
+def clear_interrupt() -> None:
+    _INTERRUPT.clear()
 
 
 class Kernel(NamedTuple):
@@ -168,7 +188,7 @@ class Result(NamedTuple):
     draws: dict[str, np.ndarray]  # per-draw statistics and sampler info, (chains, draws, ...)
     ksums: tuple  # (sum of K_train, sum of K_test_train, number of chain-draws summed)
     state: Any  # final kernel state (the last chain's, for sequential chains)
-    timing: dict[str, Any]  # compile_s, warmup_s, sample_s, gradients, interrupted
+    timing: dict[str, Any]  # compile_s, warmup_s, draws_s, run_s, gradients, interrupted
 
 
 def run(
@@ -187,7 +207,8 @@ def run(
     all chains always hold the same number of draws.  An interrupt during sampling returns the
     rounds of chunks finished by every chain (timing["interrupted"] is then True).
     `progress(n_steps, phase)` is called after every round (steps summed over the batches).
-    Timing: compile_s, warmup_s, sample_s (warmup + draws, compilation excluded), n_grad_warmup
+    Timing: compile_s, warmup_s, draws_s (the kept draws only), run_s = warmup_s + draws_s
+    (compilation excluded; older results called run_s `sample_s`), n_grad_warmup
     and n_grad (gradients summed over chains), n_grad_lockstep (what lock-step batches execute).
     """
     if chain_method not in CHAIN_METHODS:
@@ -233,6 +254,8 @@ def run(
                 done += n
                 if progress is not None:
                     progress(n * len(states), phase)
+                if _INTERRUPT.is_set():
+                    raise KeyboardInterrupt
             if phase == "warmup":
                 jax.block_until_ready(states)
                 t_warm = time.perf_counter()
@@ -250,7 +273,8 @@ def run(
     timing = {
         "compile_s": comp.compile_s,
         "warmup_s": t_warm - t0,
-        "sample_s": t1 - t0,
+        "draws_s": t1 - t_warm,
+        "run_s": t1 - t0,
         "n_grad_warmup": int(grads["warmup"][0]),
         "n_grad": int(g_all),
         "n_grad_lockstep": lockstep,

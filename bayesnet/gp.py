@@ -70,15 +70,19 @@ def gp_given_features(
     y: jax.Array,
     s: Scalar,
     noise: Scalar,
+    space: str | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Readout integrated out given features: log marginal likelihood, conditional means, variances.
 
     f = Phi w with w ~ N(0, s I), y ~ N(f, noise I).  Works in weight space (N x N Cholesky) when
-    N < P and in function space (the GP with kernel s Phi Phi^T, P x P Cholesky) otherwise.
+    N < P and in function space (the GP with kernel s Phi Phi^T, P x P Cholesky) otherwise;
+    space="weight" or "function" forces one (bench/ times both).
     Returns (loglik, mean_train (P,), mean_test (P*,), var_train (P,), var_test (P*,)).
     """
     P, N = Phi.shape
-    if N < P:
+    if space not in (None, "weight", "function"):
+        raise ValueError(f"space must be None, 'weight' or 'function', got {space!r}")
+    if space == "weight" or (space is None and N < P):
         A = jnp.eye(N, dtype=Phi.dtype) / s + Phi.T @ Phi / noise  # (N, N) precision of w
         L = jnp.linalg.cholesky(A)
         b = jsl.solve_triangular(L, Phi.T @ y, lower=True) / noise  # (N,)

@@ -1,12 +1,33 @@
-"""Save and reopen result trees as netCDF (h5netcdf), atomically."""
+"""Save and reopen result trees as netCDF (h5netcdf), atomically; the one atomic write."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
-import tempfile
+import socket
+from collections.abc import Callable
 
 import xarray as xr
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[pathlib.Path], object]) -> pathlib.Path:
+    """Call write(tmp) on a temporary name next to `path`, then rename it into place.
+
+    The temporary file, `.<name>.<host>.<pid>.tmp` in the same folder, is removed if write fails
+    or is interrupted; the file gets the process umask's permissions (never 0600).  A reader
+    sees the old file or the new one, never half of one.
+    """
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
 
 
 def save(tree: xr.DataTree, path: str | os.PathLike) -> pathlib.Path:
@@ -17,19 +38,7 @@ def save(tree: xr.DataTree, path: str | os.PathLike) -> pathlib.Path:
         raise ValueError(f"output folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
         raise ValueError(f"output folder {str(folder)!r} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any file
-    try:
-        tree.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def load(path: str | os.PathLike) -> xr.DataTree:

@@ -30,6 +30,12 @@ POSTERIOR_VARS = {
     "kernel_trace": (),
     "kernel_alignment": (),
 }
+# what f_train/f_test hold per draw: a draw of f, or its Rao-Blackwellised mean (README)
+F_PER_DRAW = {
+    "full": "a posterior draw of f",
+    "collapsed": "E[f | V], Rao-Blackwellised over the readout: not a draw of f",
+    "exact": "E[f | s, y], Rao-Blackwellised given the readout scale: not a draw of f",
+}
 # per-draw sampler statistics (each sampler reports the ones that are meaningful for it)
 STATS_VARS = (
     "diverging",
@@ -116,6 +122,8 @@ def to_datatree(
         },
         coords=coords,
     )
+    if run.get("method") in F_PER_DRAW:  # what a per-draw f_train is, for this sampler
+        post.attrs["f_per_draw"] = F_PER_DRAW[run["method"]]
     stats = xr.Dataset(
         {k: (("chain", "draw"), draws_out[k]) for k in STATS_VARS if k in draws_out},
         coords={"chain": coords["chain"], "draw": coords["draw"]},

@@ -1,14 +1,17 @@
 """`sample`: HMC (NUTS or ChEES) on a network posterior, returned as an xarray DataTree.
 
-`check_options` is the one home of the sampler option checks (the configuration loader uses it
-too); `run_config` and `initial_positions` give the engine program and start (bench/ uses them).
+`SamplerOptions` is the one home of the sampler options, their defaults and checks (the sweep
+configuration derives its [sampler] schema from it); `run_config` and `initial_positions` give
+the engine program and start (bench/ uses them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 import warnings
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,27 +26,13 @@ from .precision import float64, with_float64
 from .results import progress_bar, to_datatree
 from .spec import NetworkSpec
 
-METHODS = ("collapsed", "full", "exact")
-ALGORITHMS = ("nuts", "chees")
+MODEL_FORMS = ("collapsed", "full", "exact")  # `method` of sample: the form of the posterior
+METHODS = MODEL_FORMS  # backwards-compatible name (theory.METHODS are the theories)
+ALGORITHMS = ("auto", "nuts", "chees")
 CHAIN_METHODS = ("auto",) + engine.CHAIN_METHODS
 DTYPES = ("float64", "float32")
 TARGET_ACCEPT = {"nuts": 0.8, "chees": 0.651}  # 0.651: optimal for fixed-length HMC
-
-
-class SamplerOptions(NamedTuple):
-    """Checked sampler settings, with every default resolved."""
-
-    method: str
-    algorithm: str  # "nuts" or "chees" ("exact" for method="exact")
-    chains: int
-    warmup: int
-    draws: int
-    seed: int
-    chain_method: str  # "vectorized" or "sequential" ("auto" resolved)
-    dtype: str
-    target_accept: float
-    max_tree_depth: int
-    chunk: int
+CHEES_MIN_CHAINS = 256  # algorithm="auto": ChEES from this many chains on an accelerator
 
 
 def _check_int(name, value, minimum):
@@ -53,9 +42,24 @@ def _check_int(name, value, minimum):
 
 
 def _choice(name, value, allowed):
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
     return value
+
+
+def default_algorithm(chains: int) -> str:
+    """algorithm="auto": ChEES-HMC for many chains on an accelerator, NUTS otherwise.
+
+    ChEES gives every chain of a batch the same number of leapfrog steps, so a batch wastes
+    nothing, while vectorized NUTS runs each batch as long as its longest tree (lock-step
+    efficiency 0.44-0.52 at 8-32 chains, BENCHMARKS.md): at 256 chains ChEES was 6x cheaper per
+    unit precision on the CPU and 2.4x on an H200.  With few chains ChEES's ensemble adaptation
+    is noisy (0.5-0.9x of NUTS at 32-64 chains, compilation included), and on a CPU NUTS chains
+    run one after another with no lock-step waste at all: NUTS there.
+    """
+    if chains >= CHEES_MIN_CHAINS and jax.default_backend() != "cpu":
+        return "chees"
+    return "nuts"
 
 
 def default_chain_method(algorithm: str, chains: int) -> str:
@@ -70,73 +74,106 @@ def default_chain_method(algorithm: str, chains: int) -> str:
     return "sequential"
 
 
-def check_options(
-    method: str = "collapsed",
-    chains: int = 4,
-    warmup: int = 500,
-    draws: int = 1000,
-    seed: int = 0,
-    chain_method: str = "auto",
-    dtype: str = "float64",
-    target_accept: float | None = None,
-    max_tree_depth: int = 10,
-    chunk: int | None = None,
-    algorithm: str = "nuts",
-    **ignored: Any,
-) -> SamplerOptions:
-    """Check sampler settings (one-line ValueError naming the parameter) and resolve defaults.
+@dataclasses.dataclass(frozen=True)
+class SamplerOptions:
+    """Settings of `sample`, checked at creation (one-line ValueError naming the field).
 
-    The one home of these checks: `sample` and the configuration loader both call it.  Keywords
-    that are not sampler settings (progress, desc) are ignored.
+    method: the form of the posterior: `collapsed` (readout integrated out, HMC over V), `full`
+    (HMC over V and w) or `exact` (linear networks: independent exact draws).  algorithm:
+    `nuts`, `chees` or `auto` (see `default_algorithm`).  chain_method: `vectorized` (one
+    batch), `sequential` or `auto` (the faster here).  target_accept: None is 0.8 for NUTS,
+    0.651 for ChEES.  chunk: steps per compiled call (None: about 20 progress updates).
+    The TOML [sampler] table of a sweep accepts exactly these fields: adding an option is one
+    line here.  `resolve()` fixes the `auto` and None values for the machine it runs on.
     """
-    _choice("method", method, METHODS)
-    _choice("algorithm", algorithm, ALGORITHMS)
-    _choice("chain_method", chain_method, CHAIN_METHODS)
-    _choice("dtype", dtype, DTYPES)
-    chains = _check_int("chains", chains, 1)
-    warmup = _check_int("warmup", warmup, 0)
-    draws = _check_int("draws", draws, 1)
-    seed = _check_int("seed", seed, 0)
-    max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1)
-    if method == "exact":
-        if algorithm != "nuts":
-            raise ValueError(
-                f"algorithm must be left at its default for method='exact' (it "
-                f"draws independently), got {algorithm!r}"
-            )
-        algorithm = "exact"
-    if target_accept is None:
-        target_accept = TARGET_ACCEPT.get(algorithm, 0.8)
-    if (
-        isinstance(target_accept, bool)
-        or not isinstance(target_accept, (int, float))
-        or not (0.0 < float(target_accept) < 1.0)
-    ):
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
-    if algorithm == "chees" and chain_method == "sequential":
-        raise ValueError(
-            "chain_method must be 'vectorized' or 'auto' for algorithm='chees' "
-            "(it adapts on the ensemble of chains), got 'sequential'"
+
+    method: str = "collapsed"
+    algorithm: str = "auto"
+    chains: int = 4
+    warmup: int = 500
+    draws: int = 1000
+    seed: int = 0
+    chain_method: str = "auto"
+    dtype: str = "float64"
+    target_accept: float | None = None
+    max_tree_depth: int = 10
+    chunk: int | None = None
+
+    def __post_init__(self):
+        _choice("method", self.method, MODEL_FORMS)
+        exact = self.method == "exact"
+        _choice("algorithm", self.algorithm, ("auto", "exact") if exact else ALGORITHMS)
+        _choice("chain_method", self.chain_method, CHAIN_METHODS)
+        _choice("dtype", self.dtype, DTYPES)
+        for name, minimum in (("chains", 1), ("warmup", 0), ("draws", 1), ("seed", 0)):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), minimum))
+        object.__setattr__(
+            self, "max_tree_depth", _check_int("max_tree_depth", self.max_tree_depth, 1)
         )
-    if chain_method == "auto":
-        chain_method = default_chain_method(algorithm, chains)
-    if chunk is None:
-        # About 20 progress updates per run, but never so short that Python overhead shows.
-        chunk = int(min(250, max(25, math.ceil((warmup + draws) / 20))))
-    chunk = _check_int("chunk", chunk, 1)
-    return SamplerOptions(
-        method,
-        algorithm,
-        chains,
-        warmup,
-        draws,
-        seed,
-        chain_method,
-        dtype,
-        float(target_accept),
-        max_tree_depth,
-        chunk,
-    )
+        if self.chunk is not None:
+            object.__setattr__(self, "chunk", _check_int("chunk", self.chunk, 1))
+        ta = self.target_accept
+        if ta is not None:
+            if isinstance(ta, bool) or not isinstance(ta, (int, float)) or not 0.0 < ta < 1.0:
+                raise ValueError(f"target_accept must be in (0, 1), got {ta!r}")
+            object.__setattr__(self, "target_accept", float(ta))
+        if self.algorithm == "chees" and self.chain_method == "sequential":
+            raise ValueError(
+                "chain_method must be 'vectorized' or 'auto' for algorithm='chees' "
+                "(it adapts on the ensemble of chains), got 'sequential'"
+            )
+
+    @classmethod
+    def fields(cls) -> dict[str, type]:
+        """{field: the type a config file gives it} (float | None -> float): the TOML schema."""
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for f in dataclasses.fields(cls):
+            kinds = [t for t in typing.get_args(hints[f.name]) if t is not type(None)]
+            out[f.name] = kinds[0] if kinds else hints[f.name]
+        return out
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> SamplerOptions:
+        """From keyword settings; an unknown key is a one-line ValueError naming it."""
+        unknown = sorted(set(settings) - set(cls.fields()))
+        if unknown:
+            raise ValueError(
+                f"unknown sampler option {unknown[0]!r} (allowed: {', '.join(cls.fields())})"
+            )
+        return cls(**settings)
+
+    def resolve(self) -> SamplerOptions:
+        """The same options with `auto` and None replaced by what runs on this machine."""
+        if self.method == "exact":
+            algorithm = "exact"
+        elif self.algorithm == "auto":
+            algorithm = (
+                "nuts" if self.chain_method == "sequential" else default_algorithm(self.chains)
+            )
+        else:
+            algorithm = self.algorithm
+        chain_method = self.chain_method
+        if chain_method == "auto":
+            chain_method = default_chain_method(algorithm, self.chains)
+        target_accept = self.target_accept
+        if target_accept is None:
+            target_accept = TARGET_ACCEPT.get(algorithm, 0.8)
+        chunk = self.chunk
+        if chunk is None:  # ~20 progress updates, never so short that Python overhead shows
+            chunk = int(min(250, max(25, math.ceil((self.warmup + self.draws) / 20))))
+        return dataclasses.replace(
+            self,
+            algorithm=algorithm,
+            chain_method=chain_method,
+            target_accept=target_accept,
+            chunk=chunk,
+        )
+
+
+def check_options(method: str = "collapsed", **settings: Any) -> SamplerOptions:
+    """SamplerOptions from keywords, resolved for this machine (kept for bench/ and old code)."""
+    return SamplerOptions.from_dict({"method": method, **settings}).resolve()
 
 
 def data_arrays(data: Dataset, dtype="float64") -> dict:
@@ -193,50 +230,33 @@ def _precision(dtype):
 def sample(
     spec: NetworkSpec,
     data: Dataset,
-    method: str = "collapsed",
-    chains: int = 4,
-    warmup: int = 500,
-    draws: int = 1000,
-    seed: int = 0,
-    chain_method: str = "auto",
+    options: SamplerOptions | None = None,
+    *,
     progress: bool = True,
-    dtype: str = "float64",
-    target_accept: float | None = None,
-    max_tree_depth: int = 10,
-    chunk: int | None = None,
     desc: str | None = None,
-    algorithm: str = "nuts",
+    **settings: Any,
 ) -> xr.DataTree:
     """Sample the posterior of `spec` on `data` with NUTS or ChEES-HMC (or exactly, if linear).
 
-    method: `collapsed` (readout integrated out, HMC over V), `full` (HMC over V and w),
-    `exact` (linear networks only: width-independent sampler).  algorithm: `nuts` (NumPyro's
-    NUTS) or `chees` (BlackJAX's ChEES-HMC, built for many chains: all chains take the same
-    number of leapfrog steps).  chain_method `auto` picks the faster of `vectorized` (one batch)
-    and `sequential` on this machine.  target_accept defaults to 0.8 (NUTS), 0.651 (ChEES).
+    Settings: `options=SamplerOptions(...)` and/or its fields as keywords (keywords override
+    the options), e.g. `sample(spec, data, method="full", chains=8)`; see `SamplerOptions`.
     Returns a DataTree with groups posterior (chain, draw, train/test), sample_stats, kernel
     (posterior mean hidden kernel), observed_data, constant_data; attributes record the spec,
-    data, method, seed and versions.
+    data, the resolved options, seed and versions.  Per draw, f_train/f_test are a draw of f
+    (`full`) or its Rao-Blackwellised mean E[f | V] (`collapsed`), E[f | s, y] (`exact`): their
+    average is the posterior mean, their spread is narrower than the posterior's (see README).
     """
     if not isinstance(spec, NetworkSpec):
         raise ValueError(f"spec must be a NetworkSpec, got {type(spec).__name__}")
     if not isinstance(data, Dataset):
         raise ValueError(f"data must be a bayesnet Dataset, got {type(data).__name__}")
-    opts = check_options(
-        method,
-        chains,
-        warmup,
-        draws,
-        seed,
-        chain_method,
-        dtype,
-        target_accept,
-        max_tree_depth,
-        chunk,
-        algorithm,
-    )
+    if options is not None and not isinstance(options, SamplerOptions):
+        raise ValueError(f"options must be a SamplerOptions, got {type(options).__name__}")
+    base = dataclasses.asdict(options) if options is not None else {}
+    opts = SamplerOptions.from_dict({**base, **settings}).resolve()
+    method, dtype = opts.method, opts.dtype
     if method == "exact":
-        from .exact import sample_exact
+        from .exact_sampler import sample_exact
 
         return sample_exact(
             spec,

@@ -119,9 +119,9 @@ def log_ratio(prob: LinearProblem, x: np.ndarray | float, x0: float) -> np.ndarr
     """log p(x|y) - log p(x0|y) for x = log s, shape of x; stable for x near x0 at any N."""
     d = np.atleast_1d(np.asarray(x, dtype=np.float64)) - x0  # (n,)
     u0 = prob.g_w * np.exp(x0)
-    a0 = u0 * prob.lam + prob.kappa  # (P,)
+    a0 = u0 * prob.lam + prob.kappa  # (r,)
     du = u0 * np.expm1(d)  # (n,)  u - u0
-    dl = du[:, None] * prob.lam / a0  # (n, P)  (a - a0)/a0
+    dl = du[:, None] * prob.lam / a0  # (n, r)  (a - a0)/a0
     gamma = 0.5 * prob.width * (d - np.exp(x0) * np.expm1(d))
     logdet = -0.5 * np.sum(np.log1p(dl), axis=1)
     quad = 0.5 * prob.chi * np.sum(prob.yt**2 * dl / (a0 * (1.0 + dl)), axis=1)
@@ -215,10 +215,10 @@ def _check_stats(prob, x, w):
     """
     s = np.exp(x)
     u = prob.g_w * s[:, None]
-    r = u * prob.lam / (u * prob.lam + prob.kappa)  # (n, P)
+    r = u * prob.lam / (u * prob.lam + prob.kappa)  # (n, r)
     Es, Es2 = w @ s, w @ s**2
     rel = [Es, Es2 / Es**2]
-    k = (w / s) @ r**2  # (P,) enters the hidden kernel through E[(chi/u) m m^T]
+    k = (w / s) @ r**2  # (r,) enters the hidden kernel through E[(chi/u) m m^T]
     ab = np.concatenate([w @ r, w @ r**2, k / max(k.max(), 1e-300)])
     return np.concatenate([rel, ab])
 
@@ -290,12 +290,12 @@ def hidden_kernel(prob: LinearProblem, quad: Quadrature) -> dict[str, np.ndarray
     """
     u, a = _grid_arrays(prob, quad)
     w, lam, yt, N = quad.w, prob.lam, prob.yt, prob.width
-    q_tr = lam * yt / a  # (n, P)  (uK+kappa)^-1-weighted target, eigenbasis
-    q_te = yt / a  # (n, P)
+    q_tr = lam * yt / a  # (n, r)  (uK+kappa)^-1-weighted target, eigenbasis
+    q_te = yt / a  # (n, r)
     wu = (w * u[:, 0])[:, None]
-    M_tr = prob.chi * (q_tr * wu).T @ q_tr  # (P, P) eigenbasis
-    M_te = prob.chi * (q_te * wu).T @ q_tr  # (P, P)
-    shrink = w @ (u * lam / a)  # (P,)
+    M_tr = prob.chi * (q_tr * wu).T @ q_tr  # (r, r) eigenbasis
+    M_te = prob.chi * (q_te * wu).T @ q_tr  # (r, r)
+    shrink = w @ (u * lam / a)  # (r,)
     K_tr = prob.U @ (np.diag(lam) + (M_tr - np.diag(shrink * lam)) / N) @ prob.U.T
     K_te = prob.B @ (np.eye(lam.size) + (M_te - np.diag(shrink)) / N) @ prob.U.T
     return {"K_train": 0.5 * (K_tr + K_tr.T), "K_test_train": K_te}

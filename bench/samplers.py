@@ -48,6 +48,7 @@ from ess import figure_of_merit
 import bayesnet as bn
 from bayesnet import engine, sampling
 from bayesnet.activations import activation_fn
+from bayesnet.gp import gp_given_features
 from bayesnet.models import MODELS
 
 bn.enable_float64()  # the hand-written baseline runs in float64, like bayesnet.sample
@@ -155,7 +156,7 @@ def run_bayesnet(method, spec, data, chains, warmup, draws, seed, **kw):
     return row(
         name,
         tree.attrs["timing_compile_s"],
-        tree.attrs["timing_sample_s"],
+        tree.attrs["timing_run_s"],
         grads,
         post["f_train"].values.mean(-1),
         post["kernel_target"].values,
@@ -414,7 +415,7 @@ def marginal(args):
 
         def t_engine(S, rep, cfg=cfg, keys=keys, z0=z0, d=d, th=th):
             r = engine.run(cfg, keys, z0, d, th, S)
-            return r.timing["sample_s"] - r.timing["warmup_s"], r.timing["n_grad"]
+            return r.timing["draws_s"], r.timing["n_grad"]
 
         for S in (short, long):
             t_mcmc(S, 0), t_engine(S, 0)
@@ -495,20 +496,9 @@ def _time_grad(fn, z, reps_target_s=0.3):
 
 
 def _loglik_space(Phi, y, s, noise, space):
-    """Collapsed log-likelihood in weight space (N x N) or function space (P x P) on purpose."""
-    P, N = Phi.shape
-    if space == "weight":
-        L = jnp.linalg.cholesky(jnp.eye(N) / s + Phi.T @ Phi / noise)
-        b = jax.scipy.linalg.solve_triangular(L, Phi.T @ y, lower=True) / noise
-        return -0.5 * (
-            (y @ y - noise * b @ b) / noise
-            + 2 * jnp.sum(jnp.log(jnp.diag(L)))
-            + N * jnp.log(s)
-            + P * jnp.log(noise)
-        )
-    L = jnp.linalg.cholesky(s * Phi @ Phi.T + noise * jnp.eye(P))
-    c = jax.scipy.linalg.solve_triangular(L, y, lower=True)
-    return -0.5 * (c @ c + 2 * jnp.sum(jnp.log(jnp.diag(L))))
+    """Collapsed log-likelihood in weight space (N x N) or function space (P x P) on purpose
+    (bayesnet.gp.gp_given_features with its branch forced; one test row, not timed apart)."""
+    return gp_given_features(Phi, Phi[:1], y, s, noise, space=space)[0]
 
 
 def _flops(method, N, P, D):

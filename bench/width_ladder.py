@@ -29,7 +29,7 @@ import xarray as xr
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from ess import ess_bulk, ess_geyer  # noqa: E402
+from ess import ess_bulk, mcse_mean  # noqa: E402
 
 OUT = HERE / "results" / "width_ladder"
 SETUP = dict(n_train=40, n_test=40, dim=30, kappa=0.3, g_v=1.0, g_w=1.0, activation="erf")
@@ -66,12 +66,9 @@ def spec_for(width: int, chi: float):
     )
 
 
-def mcse_mean(x: np.ndarray) -> tuple[float, float]:
+def mcse_and_ess(x: np.ndarray) -> tuple[float, float]:
     """MCSE of the mean of x (chains, draws) from the split-chain ESS, and its bulk ESS."""
-    half = x.shape[1] // 2
-    split = np.vstack([x[:, :half], x[:, -half:]])  # (2C, S/2)
-    ess = ess_geyer(split)
-    return float(np.std(x, ddof=1) / math.sqrt(ess)), ess_bulk(x)
+    return mcse_mean(x), ess_bulk(x)
 
 
 def summarise(tree, width: int, chi_tag: str, seed: int) -> xr.Dataset:
@@ -82,7 +79,7 @@ def summarise(tree, width: int, chi_tag: str, seed: int) -> xr.Dataset:
     for side in ("train", "test"):
         f = np.asarray(post[f"f_{side}"])  # (C, S, P)
         C, S, P = f.shape
-        res = [mcse_mean(f[:, :, i]) for i in range(P)]
+        res = [mcse_and_ess(f[:, :, i]) for i in range(P)]
         out[f"f_{side}"] = ((side,), f.mean(axis=(0, 1)))
         out[f"f_{side}_mcse"] = ((side,), np.array([r[0] for r in res]))
         out[f"f_{side}_ess_bulk"] = ((side,), np.array([r[1] for r in res]))
@@ -134,7 +131,9 @@ def pooled(width: int, chi_tag: str) -> xr.Dataset | None:
         chi=parts[0].attrs["chi"],
         chi_tag=chi_tag,
         seeds=len(parts),
-        sample_s=sum(p.attrs.get("timing_sample_s", 0.0) for p in parts),
+        sample_s=sum(
+            p.attrs.get("timing_run_s", p.attrs.get("timing_sample_s", 0.0)) for p in parts
+        ),
     )
     for side in ("train", "test"):
         out.attrs[f"rel_mcse_{side}"] = float(
@@ -377,17 +376,15 @@ def trace_resummation(K, K_test, y, g_w: float, kappa: float, chi: float, width:
     B = sp.project(K_test)  # (P*, r)
 
     def outputs(eps):
+        # the rescaling equation with its trace term scaled by eps (linear in the term)
         def F(lu):
-            d = math.exp(lu) * sp.lam + kappa
-            return math.exp(-lu) - (
-                1 / g_w
-                - (chi / width) * np.sum(sp.lam * sp.yt**2 / d**2)
-                + eps * np.sum(sp.lam / d) / width
-            )
+            return (1 - eps) * rescaling.ubar_equation(
+                lu, sp, g_w, width, chi, kappa, trace=False
+            ) + eps * rescaling.ubar_equation(lu, sp, g_w, width, chi, kappa, trace=True)
 
         u = math.exp(scipy.optimize.brentq(F, -30.0, 30.0, xtol=1e-15))
-        d = u * sp.lam + kappa
-        return np.concatenate([sp.U @ (u * sp.lam * sp.yt / d), u * B @ (sp.yt / d)])
+        f_tr, _, f_te, _ = rescaling.rescaled_outputs(sp, B, np.zeros(B.shape[0]), u, chi, kappa)
+        return np.concatenate([f_tr, f_te])
 
     h = 1e-3
     hi = outputs(1.0) - outputs(0.0) - (outputs(h) - outputs(-h)) / (2 * h)

@@ -13,8 +13,10 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 # Tests call internal theory and sampler functions directly, outside the float64 context of the
-# public entry points; run the whole test process in float64 (import-time purity is tested in a
-# subprocess, tests/test_layering.py).
+# public entry points; run the whole test process in float64.  What this switch would hide is
+# tested in a fresh float32 interpreter (tests/test_layering.py): import-time purity, that the
+# entry points (sample, sample_exact, theory.predict) compute in float64 and restore float32,
+# and that data sets such as teacher() do not depend on JAX's precision.
 from bayesnet.precision import enable_float64  # noqa: E402
 
 enable_float64()

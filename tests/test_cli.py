@@ -125,6 +125,17 @@ def test_run_collect_report_and_resume(tmp_path, capsys):
         assert tree["lin/comparison"].sizes["chi"] == 2
     proc = main_in_process(capsys, "run", "--config", cfg, "--out", out, "--no-progress")
     assert "2 of 2 points done, resuming" in proc.stderr and "(0 computed now" in proc.stderr
+    # a missing point: collect and report still write their files, list it, and exit 1
+    from analysis.store import Store
+
+    gone = sorted((out / "points").glob("*.nc"))[0]
+    gone.unlink()
+    for step in ("collect", "report"):
+        proc = main_in_process(capsys, step, out)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert "1 of 2 points are missing" in proc.stderr and "lin N=4" in proc.stderr
+    assert "Incomplete: 1 of 2 points are missing" in (out / "report.md").read_text()
+    assert Store(out).read_manifest()[gone.stem]["state"] == "done"  # collect never recomputes
 
 
 def _npz(path, **over):
@@ -149,14 +160,30 @@ def _npz(path, **over):
         ("[colour]\nx = 1\n", ["unknown section", "colour"]),
         ("[chi]\nnum = 1.5\n", ["chi.num"]),
         ("[data\nname = 1\n", ["not valid TOML"]),
+        ("# only a comment\n", ["is empty", "[[network]]"]),
+        ("", ["is empty"]),
+        ('[[network]]\nname = "a"\nwidth = 4\nchi = "cube(N)"\n', ["network[0].chi"]),
+        ('[sampler]\nalgorithm = "hmc"\n', ["algorithm", "hmc"]),
     ],
 )
 def test_bad_config_exits_2(tmp_path, capsys, text, words):
+    """One line naming the key and the config file."""
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
     assert_bad_input(
-        main_in_process(capsys, "run", "--config", cfg, "--out", tmp_path / "o"), *words
+        main_in_process(capsys, "run", "--config", cfg, "--out", tmp_path / "o"),
+        str(cfg),
+        *words,
     )
+
+
+def test_version(capsys):
+    from analysis import cli
+    from bayesnet import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"bayesnet {__version__}"
 
 
 @pytest.mark.parametrize(
@@ -239,3 +266,65 @@ def test_interrupt_keeps_finished_points(tmp_path, monkeypatch, capsys):
     states = sorted(e["state"] for e in Store(tmp_path / "o").read_manifest().values())
     assert states == ["done", "pending"]
     assert len(list((tmp_path / "o" / "points").glob("*.nc"))) == 1
+
+
+def test_interrupt_while_collecting_says_so(tmp_path, monkeypatch, capsys):
+    import json
+
+    from analysis import cli, collect, grid
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "o"
+    out.mkdir()  # what collect reads first: the grid of the run (no point is needed here)
+    (out / "grid.json").write_text(json.dumps(grid.load_config(cfg)))
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collect, "collect", interrupted)
+    code = cli.main(["collect", str(out)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 130 and last.startswith("interrupted while collecting"), last
+    assert "unchanged" in last and "before any point" not in last
+
+
+def test_theory_failure_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    """A theory that raises: the point is done without it, and the log holds the traceback."""
+    import theory
+    from analysis.store import Store
+
+    real = theory.predict
+
+    def broken(spec, data, chis, method="tree", **kw):
+        if method == "one_loop":
+            raise ValueError("a bug deep inside one_loop")
+        return real(spec, data, chis, method, **kw)
+
+    monkeypatch.setattr(theory, "predict", broken)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.replace("num = 2", "num = 1"))
+    out = tmp_path / "o"
+    proc = main_in_process(capsys, "run", "--config", cfg, "--out", out, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "theory failed: one_loop: ValueError: a bug deep inside one_loop" in proc.stderr
+    (key,) = Store(out).read_manifest()
+    log = Store(out).log_path(key).read_text()
+    assert "Traceback" in log and "a bug deep inside one_loop" in log and "def broken" not in log
+
+
+def test_failed_point_whose_log_cannot_be_written(tmp_path):
+    """The error line says where the traceback could not go, instead of pointing at no file."""
+    from analysis import grid, point
+    from analysis.store import Store
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.replace("num = 2", "num = 1"))
+    (p,) = grid.load(cfg).points
+    store = Store(tmp_path / "o").prepare()
+    store.log_path(p.key).mkdir()  # a folder where the log file should go
+    result = point.failure(p, store.root, RuntimeError("boom"))
+    assert result["log"] is None and "RuntimeError: boom" in result["error"]
+    assert (
+        "could not be written" in result["error"] and str(store.log_path(p.key)) in result["error"]
+    )

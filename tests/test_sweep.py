@@ -16,7 +16,7 @@ import xarray as xr
 
 from analysis import collect, executor, grid
 from analysis.point import compilation_cache
-from analysis.store import PointFileError, Store
+from analysis.store import FolderError, PointFileError, Store
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -122,6 +122,15 @@ def test_sequential_run_and_collect(sequential):
     }
     assert tree["lin/theory_dense"].sizes["chi"] == 3
     np.testing.assert_array_equal(tree["lin/comparison"]["chi"].values, [1.0, 2.0])
+    # every variable of results.nc says what it is and in which units; every dimension has a
+    # coordinate
+    with xr.open_datatree(store.root / "results.nc", engine="h5netcdf") as saved:
+        for node in saved.subtree:
+            ds = node.to_dataset(inherit=False)
+            for name in ds.data_vars:
+                assert {"long_name", "units"} <= set(ds[name].attrs), (node.path, name)
+                assert "diagnostics of the convergence" not in ds[name].attrs["long_name"]
+            assert set(ds.dims) <= set(ds.coords), (node.path, set(ds.dims) - set(ds.coords))
 
 
 def _kill_first_running_worker(store: Store, killed: list, timeout=300) -> None:
@@ -139,9 +148,26 @@ def _kill_first_running_worker(store: Store, killed: list, timeout=300) -> None:
         time.sleep(0.02)
 
 
-def test_two_workers_equal_sequential_bit_for_bit_despite_a_killed_worker(
-    sequential, cluster, tmp_path
-):
+def _assert_same_up_to_rounding(a: xr.Dataset, b: xr.Dataset) -> None:
+    """Same variables, coordinates and shapes; values equal to float64 rounding."""
+    assert set(a.variables) == set(b.variables)
+    for name in a.variables:
+        x, y = a[name].values, b[name].values
+        assert x.shape == y.shape, name
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, err_msg=name)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_two_workers_agree_with_sequential_despite_a_killed_worker(sequential, cluster, tmp_path):
+    """What is guaranteed across processes: a point is a pure function of its key (its seeds are
+    in the key), so a worker process computes the same numbers as this one.  Workers run XLA
+    with one thread (executor.XLA_ONE_THREAD), which may sum in another order: the guarantee is
+    agreement to float64 rounding for the exact sampler and the theories, and for HMC (where a
+    rounding difference could in principle change an accept decision and with it the chain)
+    agreement within Monte-Carlo error.  With the same XLA flags a process is bit-for-bit
+    reproducible, which the Ctrl-C test below checks."""
     g, ref_store, _, ref_sweep, ref_tree = sequential
     store = Store(tmp_path / "dask").prepare()
     killed = []
@@ -158,12 +184,41 @@ def test_two_workers_equal_sequential_bit_for_bit_despite_a_killed_worker(
     killer.join()
     assert killed, "no point was seen running"
     assert (outcome.done, outcome.failed, outcome.computed) == (3, 0, 3)
+    # the manifest agrees with the outcome, and no marker or half-written file is left
+    assert {e["state"] for e in store.read_manifest().values()} == {"done"}
+    assert not list(store.points.glob("*.running")) and not list(store.points.glob(".*.tmp"))
     sweep, _ = collect.collect(g, store, log=lambda m: None)
-    xr.testing.assert_equal(sweep, ref_sweep)  # exact equality of every value
+    # the exact sampler's network and every theory value: the same to rounding
+    _assert_same_up_to_rounding(sweep.sel(network="lin"), ref_sweep.sel(network="lin"))
+    theory_vars = [v for v in sweep.data_vars if str(v).endswith("_theory")]
+    _assert_same_up_to_rounding(sweep[theory_vars], ref_sweep[theory_vars])
+    # the NUTS network: the same posterior means within Monte-Carlo error (equal when no
+    # rounding difference changed a trajectory, as on the machines tried so far)
+    col, ref = sweep.sel(network="col"), ref_sweep.sel(network="col")
+    for name in ("f_train", "f_test", "kernel_target"):
+        se = np.sqrt(col[f"{name}_mcse"] ** 2 + ref[f"{name}_mcse"] ** 2)
+        not_run = col[name].isnull() & ref[name].isnull()  # col has one chi of the two
+        assert bool(((abs(col[name] - ref[name]) <= 4.5 * se) | not_run).all()), name
+        assert int((~not_run).sum()) > 0
     for p in g.points:
-        a = xr.open_dataset(store.point_path(p.key), group="posterior")
-        b = xr.open_dataset(ref_store.point_path(p.key), group="posterior")
-        xr.testing.assert_equal(a, b)
+        if p.network != "lin":
+            continue
+        with (
+            xr.open_dataset(store.point_path(p.key), group="posterior") as a,
+            xr.open_dataset(ref_store.point_path(p.key), group="posterior") as b,
+        ):
+            _assert_same_up_to_rounding(a.load(), b.load())
+
+
+def test_a_rerun_removes_half_written_files(sequential, tmp_path):
+    g, ref_store, *_ = sequential
+    folder = tmp_path / "copy"
+    shutil.copytree(ref_store.root, folder, ignore=shutil.ignore_patterns(".lock"))
+    store = Store(folder)
+    left = store.points / f".{g.points[0].key}.nc.host.123.tmp"  # a killed writer's leftover
+    left.write_bytes(b"half a file")
+    outcome = executor.run(g, store, progress=False, log=lambda m: None)
+    assert outcome.computed == 0 and not left.exists()
 
 
 def _wait_for_done(manifest: pathlib.Path, proc, timeout=300) -> None:
@@ -179,10 +234,27 @@ def _wait_for_done(manifest: pathlib.Path, proc, timeout=300) -> None:
     raise AssertionError(f"no point finished: {proc.stderr.read() if proc.stderr else ''}")
 
 
+# A fourth point far longer than the SIGINT's delay (10^6 draws per chain): the interrupt always
+# comes before the sweep ends, however fast the machine is.
+SLOW = (
+    TINY
+    + """
+[[network]]
+name = "slow"
+width = 2
+activation = "linear"
+kappa = 0.5
+chi = 1
+[network.sampler]
+draws = 1000000
+"""
+)
+
+
 def test_ctrl_c_exits_130_and_resume_skips_finished_points(sequential, tmp_path):
     g, _, _, ref_sweep, _ = sequential
     cfg = tmp_path / "grid.toml"
-    cfg.write_text(TINY)
+    cfg.write_text(SLOW)
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
@@ -213,7 +285,9 @@ def test_ctrl_c_exits_130_and_resume_skips_finished_points(sequential, tmp_path)
     store = Store(out)
     states = {k: e["state"] for k, e in store.read_manifest().items()}
     done = [k for k, s in states.items() if s == "done"]
-    assert 1 <= len(done) < 3 and set(states.values()) <= {"done", "pending"}
+    slow = next(p.key for p in grid.load(cfg).points if p.network == "slow")
+    assert states[slow] == "pending" and not store.point_path(slow).exists()
+    assert 1 <= len(done) <= 3 and set(states.values()) <= {"done", "pending"}
     mtimes = {k: store.point_path(k).stat().st_mtime_ns for k in done}
     assert all(store.check_point(k) is None for k in done)
     # resume: the finished points are skipped, not recomputed
@@ -221,7 +295,7 @@ def test_ctrl_c_exits_130_and_resume_skips_finished_points(sequential, tmp_path)
     assert f"{len(done)} of 3 points done, resuming" in logs
     assert outcome.computed == 3 - len(done)
     assert {k: store.point_path(k).stat().st_mtime_ns for k in done} == mtimes
-    xr.testing.assert_equal(sweep, ref_sweep)
+    xr.testing.assert_equal(sweep, ref_sweep)  # the same XLA flags: bit for bit
 
 
 def test_point_invalid_at_run_time_fails_alone(tmp_path):
@@ -320,7 +394,7 @@ def test_fresh_clears_the_store(sequential, tmp_path):
 def test_lock_against_a_second_run(tmp_path):
     store = Store(tmp_path / "out").prepare()
     with store.locked():
-        with pytest.raises(grid.ConfigError, match="in use by another bayesnet run"):
+        with pytest.raises(FolderError, match="in use by another bayesnet run"):
             with Store(tmp_path / "out").locked():
                 pass
     with Store(tmp_path / "out").locked():  # released afterwards
@@ -377,13 +451,53 @@ def test_bad_grid_one_line_error(tmp_path, text, words):
     assert "\n" not in line and all(w in line for w in words), line
 
 
-def test_quick_never_changes_a_users_config(tmp_path):
+def test_quick_shrinks_any_grid_and_never_grows_one(tmp_path):
     path = tmp_path / "mine.toml"
-    path.write_text("[sampler]\ndraws = 77\n")
+    path.write_text(
+        "[sampler]\ndraws = [77, 5000]\n[chi]\nnum = 9\n"
+        '[[network]]\nname = "a"\nwidth = 64\n[network.sampler]\nwarmup = 9000\n'
+        '[[network]]\nname = "b"\nwidth = 8\nchi = {min = 1, max = "N", num = 2}\n'
+    )
     cfg = grid.load_config(path)
-    assert cfg["sampler"]["draws"] == 77 and "quick" not in cfg
-    with pytest.raises(grid.ConfigError, match="no \\[quick\\] table"):
-        grid.load_config(path, quick=True)
+    assert cfg["sampler"]["draws"] == [77, 5000] and "quick" not in cfg
+    limits = grid.default_config()["quick"]
+    quick = grid.load_config(path, quick=True)  # no [quick] table: capped at the default's
+    assert quick["sampler"]["draws"] == [77, limits["sampler"]["draws"]]
+    assert quick["sampler"]["warmup"] == limits["sampler"]["warmup"]
+    assert quick["network"][0]["sampler"]["warmup"] == limits["sampler"]["warmup"]
+    assert quick["chi"]["num"] == limits["chi"]["num"] and quick["network"][1]["chi"]["num"] == 2
+    assert [n["width"] for n in quick["network"]] == [64, 8]  # networks are the user's
+    assert quick["data"]["n_train"] <= limits["data"]["n_train"]
+    assert len(grid.plan(quick)) < len(grid.plan(cfg))
     path.write_text("[sampler]\ndraws = 77\n[quick.sampler]\ndraws = 5\n")
-    assert grid.load_config(path, quick=True)["sampler"]["draws"] == 5
+    assert grid.load_config(path, quick=True)["sampler"]["draws"] == 5  # the file's own [quick]
     assert grid.load_config(None, quick=True)["network"][0]["width"] == 16  # the default's own
+
+
+def test_config_errors_name_the_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    for text, words in (
+        ("[sampler]\ndrawz = 3\n", ["unknown key 'sampler.drawz'"]),
+        ('[[network]]\nname = "a"\nwidth = 4\nchi = "cube(N)"\n', ["network[0].chi"]),
+        ("", ["is empty"]),
+    ):
+        path.write_text(text)
+        with pytest.raises(grid.ConfigError) as err:
+            grid.load(path)
+        assert str(path) in str(err.value) and all(w in str(err.value) for w in words)
+
+
+def test_sampler_table_is_the_sampler_options(tmp_path):
+    """Every SamplerOptions field is a [sampler] key, checked by SamplerOptions itself."""
+    from bayesnet.sampling import SamplerOptions
+
+    text = TINY.replace("draws = 30\n", 'draws = 30\ndtype = "float32"\nchunk = 10\n')
+    g = plan(text, tmp_path)
+    col = next(p for p in g.points if p.network == "col")
+    assert dict(col.sampler)["dtype"] == "float32" and dict(col.sampler)["chunk"] == 10
+    assert set(dict(col.sampler)) <= set(SamplerOptions.fields())
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY.replace("chains = 2", "chains = 0"))
+    with pytest.raises(grid.ConfigError, match="chains") as err:
+        grid.load(path)
+    assert str(path) in str(err.value)
