@@ -156,7 +156,8 @@ class LaplaceOneLoop(NamedTuple):
     """Laplace one-loop of the linear network in its scale s (docs/one_loop.md).
 
     f_train (P,), f_test (P*,): m(s*) + sigma^2 m''/2 + sigma^4 l''' m'/2 (units of y);
-    f_mode_train, f_mode_test: m(s*), the saddle alone; s_mode: s*; sigma2: -1/l''(s*).
+    f_mode_train, f_mode_test: m(s*), the saddle alone; s_mode: s*; sigma2: -1/l''(s*);
+    l3: l'''(s*).
     """
 
     f_train: np.ndarray
@@ -165,6 +166,7 @@ class LaplaceOneLoop(NamedTuple):
     f_mode_test: np.ndarray
     s_mode: float
     sigma2: float
+    l3: float
 
 
 def _ell_derivs(
@@ -220,7 +222,7 @@ def laplace_one_loop(
     coef = lambda c0, c1, c2: c0 + 0.5 * sigma2 * c2 + 0.5 * sigma2**2 * l3 * c1  # noqa: E731
     f_tr = U @ (coef(r0, r1, r2) * yt)  # (P,)
     f_te = B_test @ (coef(q0, q1, q2) * yt)  # (P*,)
-    return LaplaceOneLoop(f_tr, f_te, U @ (r0 * yt), B_test @ (q0 * yt), s, sigma2)
+    return LaplaceOneLoop(f_tr, f_te, U @ (r0 * yt), B_test @ (q0 * yt), s, sigma2, l3)
 
 
 def _ell(
