@@ -211,6 +211,11 @@ def compare(posterior, prediction, diagnosis: xr.Dataset | None = None) -> xr.Da
     out = redescribe(out)
     for k, long in _LONG.items():
         out[k].attrs.update(long_name=long, units="1")
+    for key in OBSERVABLES:
+        long, units = lookup(key) or (key, "")
+        out[f"{key}_theory_mcse"].attrs.update(
+            long_name=f"the theory's own Monte-Carlo standard error of the {long}", units=units
+        )
     out.attrs = _attrs(est, th)
     return out
 
