@@ -42,15 +42,19 @@ ORDERS = {  # the order k in 1/N of each theory's first neglected term (mean out
 }
 
 
-def z_threshold(n: int = 1, alpha: float = ALPHA) -> float:
+def z_threshold(n: int = 1, alpha: float = ALPHA, dof: float = math.inf) -> float:
     """Two-sided Sidak critical |z| for n comparisons judged together at family-wise level
-    alpha (n = 1: the plain two-sided quantile)."""
+    alpha (n = 1: the plain two-sided quantile).  dof: degrees of freedom of the error estimate
+    when it dominates (a theory's replica error alone: replicas - 1), Student-t quantile;
+    inf (default): normal, for MCSEs from long chains."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     p = -math.expm1(math.log1p(-alpha) / n)  # 1 - (1 - alpha)^(1/n), accurate for large n
-    return float(scipy.stats.norm.isf(p / 2))
+    if math.isinf(dof):
+        return float(scipy.stats.norm.isf(p / 2))
+    return float(scipy.stats.t.isf(p / 2, dof))
 
 
 def combined_se(se_a, se_b=0.0):
@@ -71,20 +75,22 @@ def bias_bound(size, width: float, order: float, c: float = BIAS_C):
     return c * np.abs(np.asarray(size, float)) / float(width) ** order
 
 
-def tolerance(se_a, se_b=0.0, n: int = 1, bias=0.0, alpha: float = ALPHA):
+def tolerance(se_a, se_b=0.0, n: int = 1, bias=0.0, alpha: float = ALPHA, dof=math.inf):
     """Largest allowed |a - b| per value: z_crit(n) sqrt(se_a^2 + se_b^2) + bias."""
-    return z_threshold(n, alpha) * combined_se(se_a, se_b) + np.asarray(bias, float)
+    return z_threshold(n, alpha, dof) * combined_se(se_a, se_b) + np.asarray(bias, float)
 
 
-def excess(a, b, se_a, se_b=0.0, bias=0.0, alpha: float = ALPHA) -> float:
+def excess(a, b, se_a, se_b=0.0, bias=0.0, alpha: float = ALPHA, dof=math.inf) -> float:
     """max over the values of |a - b| / tolerance, the a.size values judged as one Sidak family
     (<= 1: they agree); NaN anywhere gives inf (a NaN never agrees)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     n = max(int(np.size(a)), 1)
-    r = np.abs(a - b) / tolerance(se_a, se_b, n=n, bias=bias, alpha=alpha)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.abs(a - b)
+        r = np.where(d == 0, 0.0, d / tolerance(se_a, se_b, n=n, bias=bias, alpha=alpha, dof=dof))
     return float(np.max(r)) if np.all(np.isfinite(r)) else math.inf
 
 
-def agree(a, b, se_a, se_b=0.0, bias=0.0, alpha: float = ALPHA) -> bool:
+def agree(a, b, se_a, se_b=0.0, bias=0.0, alpha: float = ALPHA, dof=math.inf) -> bool:
     """Whether every |a - b| is within the rule (`excess` <= 1)."""
-    return excess(a, b, se_a, se_b, bias, alpha) <= 1.0
+    return excess(a, b, se_a, se_b, bias, alpha, dof) <= 1.0

@@ -361,12 +361,16 @@ class Replicated(NamedTuple):
 def _replicated(run, options: dict, n_draws: int, R: int, y: np.ndarray) -> Replicated:
     """R independent full solves with n_draws // R draws each and seeds seed + k SEED_STRIDE:
     the replica mean, and sd / sqrt(R) as its Monte-Carlo error (every noise source of the
-    estimator included: tree importance sampling, population refreshes, the correction)."""
+    estimator included: tree importance sampling, population refreshes, the correction).
+    With corrections the pooled rows are the corrected outputs already."""
     per = max(int(n_draws) // R, 2)
     seed = int(options.get("seed", 0))
     reps = [run({**options, "n_draws": per, "seed": seed + SEED_STRIDE * k}) for k in range(R)]
+    has_corr = reps[0][1][0] is not None
+    if has_corr:  # each replica's corrected outputs: the error bar covers tree + correction
+        reps = [(_apply(rows, c), c, a) for rows, c, a in reps]
     n_chi = len(reps[0][0])
-    rows, corr, mcse = [], [] if reps[0][1][0] is not None else None, {}
+    rows, corr, mcse = [], [] if has_corr else None, {}
     se = lambda x: np.std(x, axis=0, ddof=1) / math.sqrt(R)  # noqa: E731
     for i in range(n_chi):
         rr = [rep[0][i] for rep in reps]
@@ -566,8 +570,6 @@ def predict(
         correct = None if method == "tree" else _sampled_correction(order)
         rep = _sampled(lambda o: _tilted(spec, data, chis, kern, correct, o), options, y, method)
         rows, corr, mcse, attrs = rep.rows, rep.corr, rep.mcse, rep.attrs
-        if corr is not None:
-            rows = _apply(rows, corr)
     rows = finalise(rows, chis, method, normalisability=linear and method in LINEAR_TILT)
     extra = {} if corr is None else _correction_vars(corr)
     extra |= mcse_vars(rows, mcse)
