@@ -13,12 +13,13 @@ theory with a sampler or a sampled theory with a closed form.  Two ingredients:
 
 2. Bias part (tests of a theory's accuracy only).  A theory of order k in 1/N (tree level k = 1,
    one loop k = 2: the first neglected term of the expansion) may differ from the truth by
-   bias_bound = BIAS_C |f| / N^k, with |f| the size of the compared quantity (norm over points,
-   or |value| for a scalar).  BIAS_C = 1 states that the expansion coefficients are O(1) in
-   units of the quantity itself (labels y = +-1, unit-normalised kernels); it is not fitted.
-   Where the expansion parameter is larger than 1/N (e.g. P/N near the data's effective
-   dimension), the bound can be exceeded: such a failure means the theory is off by more than its
-   stated order, which is what a test should report.
+   bias_bound = BIAS_C |f| (n_eff/N)^k per value, with |f| the size of the compared quantity
+   (`size`: its rms over points, so that points where f crosses 0 get the same bound) and
+   n_eff = 1, or n_eff = P where the theory's remainder is known to carry powers of P (the
+   one-loop at chi = 1: O(P^2/N^2)); the test states which.  BIAS_C = 1 states that the
+   expansion coefficients are O(1) in units of the quantity itself (labels y = +-1,
+   unit-normalised kernels); it is not fitted.  A failure means the theory is off by more than
+   its stated order, which is what a test should report.
    `compare` uses no bias bound: its question is whether a theory can be told apart from the
    samples at their MC error, whatever the theory's order.
 """
@@ -67,12 +68,19 @@ def z_score(a, b, se_a, se_b=0.0):
     return (np.asarray(a) - np.asarray(b)) / combined_se(se_a, se_b)
 
 
-def bias_bound(size, width: float, order: float, c: float = BIAS_C):
-    """c |f| / N^order, elementwise: the stated bias of a theory of that order (module
-    docstring); size is |f| per point (or a scalar); order = inf gives 0 (exact)."""
+def size(x) -> float:
+    """The rms of x over all its values: the scale |f| of a bias bound."""
+    return float(np.sqrt(np.mean(np.square(np.asarray(x, float)))))
+
+
+def bias_bound(scale, width: float, order: float, c: float = BIAS_C, n_eff: float = 1.0):
+    """c |f| (n_eff / N)^order, elementwise: the stated bias of a theory of that order (module
+    docstring); scale is |f| (`size(f)`, or per point); order = inf gives 0 (exact).  n_eff = 1 for
+    a remainder O(1/N^k); n_eff = P where the remainder is known to grow with the number of
+    training points (the one-loop at chi = 1 leaves O(P^2/N^2), docs/one_loop.md)."""
     if math.isinf(order):
-        return np.zeros_like(np.asarray(size, float))
-    return c * np.abs(np.asarray(size, float)) / float(width) ** order
+        return np.zeros_like(np.asarray(scale, float))
+    return c * np.abs(np.asarray(scale, float)) * (float(n_eff) / float(width)) ** order
 
 
 def tolerance(se_a, se_b=0.0, n: int = 1, bias=0.0, alpha: float = ALPHA, dof=math.inf):
