@@ -129,6 +129,14 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     t: tilted single-neuron draws at the tree-level saddle (tree tilt, lambda = 0).  Formulas in
     the module docstring; memory O(d^2 + block d), time O(M d^2 + d^3), d = P(P+1)/2.
     """
+    f_train, f_test, _ = dressed_moments(t, block)
+    return f_train, f_test
+
+
+@with_float64
+def dressed_moments(t: TiltedSample, block: int = BLOCK):
+    """`dressed_correction`'s outputs and the one-loop posterior mean hidden kernel on train
+    points, Q + <eps> (P, P) (K^ = Q + eps; <eps> of the module docstring, unvech'd)."""
     P = int(t.phi.shape[1])
     check_size(P)
     g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
@@ -191,7 +199,9 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     f_test = g * (
         Q_test @ a_mean + C_u @ (W @ src) + (0.5 / N) * (uq + C_u @ (A @ k3A)) - g * b
     )  # (P*,)
-    return f_train, f_test
+    E = jnp.zeros((P, P)).at[ia, ib].set(eps)  # (P, P) upper triangle of <eps>
+    K_mean = Q + E + jnp.triu(E, 1).T  # (P, P) symmetric
+    return f_train, f_test, K_mean
 
 
 # ------------------------------------------------------------------ exact Gaussian moments

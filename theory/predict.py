@@ -55,7 +55,9 @@ POOLED = ("f_train", "var_train", "f_test", "var_test", "K_train", "K_test_train
 
 class Corrected(NamedTuple):
     """A fluctuation correction at one chi: shifts (P,), (P*,) added to the tree level, their
-    batch-means standard errors (same shapes; zeros for closed forms), and the tree outputs."""
+    replica standard errors (same shapes; zeros for closed forms), the tree outputs, and the
+    one-loop posterior mean kernel on train points (P, P) where the correction has one (dressed
+    order; None keeps the tree level's)."""
 
     shift_train: np.ndarray
     shift_test: np.ndarray
@@ -63,6 +65,7 @@ class Corrected(NamedTuple):
     se_test: np.ndarray
     tree_train: np.ndarray
     tree_test: np.ndarray
+    K_train: np.ndarray | None = None
 
 
 def _check(method: str, activation: str, order: str) -> None:
@@ -205,7 +208,7 @@ def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[
                 chi,
                 spec.width,
             )
-            _, _, s_tr, s_te = _shift(t, order)
+            _, _, s_tr, s_te, _ = _shift(t, order)  # kernels: the Laplace ones below
         out.append(
             Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), row.f_train, row.f_test)
         )
@@ -214,17 +217,16 @@ def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[
     return new_rows, out
 
 
-def _shift(
-    t: fluctuation.TiltedSample, order: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(tree train, tree test, shift train, shift test) of one correction on one sample."""
+def _shift(t: fluctuation.TiltedSample, order: str) -> tuple:
+    """(tree train, tree test, shift train, shift test, one-loop mean kernel train (P, P) or
+    None) of one correction on one sample."""
     if order == "first":
-        return tuple(np.asarray(x) for x in fluctuation.first_order_shift(t))
+        return tuple(np.asarray(x) for x in fluctuation.first_order_shift(t)) + (None,)
     Q, Q_t = fluctuation.tilted_kernels(t)
     _, a = fluctuation.gp_algebra(Q, t.g_w, t.kappa, t.y)
     tr, te = np.asarray(t.g_w * Q @ a), np.asarray(t.g_w * Q_t @ a)
-    f_tr, f_te = dressed.dressed_correction(t)
-    return tr, te, np.asarray(f_tr) - tr, np.asarray(f_te) - te
+    f_tr, f_te, K = dressed.dressed_moments(t)
+    return tr, te, np.asarray(f_tr) - tr, np.asarray(f_te) - te, np.asarray(K)
 
 
 def _sampled_correction(order: str):
@@ -232,8 +234,8 @@ def _sampled_correction(order: str):
     comes from independent replicas, `_replicated`)."""
 
     def correct(t: fluctuation.TiltedSample) -> Corrected:
-        tr, te, s_tr, s_te = _shift(t, order)
-        return Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), tr, te)
+        tr, te, s_tr, s_te, K = _shift(t, order)
+        return Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), tr, te, K)
 
     return correct
 
@@ -280,11 +282,13 @@ def _correction_vars(corr: list[Corrected]) -> dict:
 
 
 def _apply(rows: list[Row], corr: list[Corrected]) -> list[Row]:
-    """Tree-level rows with the corrected means (variances and kernels stay tree level)."""
-    return [
-        r._replace(f_train=r.f_train + c.shift_train, f_test=r.f_test + c.shift_test)
-        for r, c in zip(rows, corr)
-    ]
+    """Tree-level rows with the corrected means and, where the correction has it, the one-loop
+    mean kernel on train points (variances and the test-train kernel stay tree level)."""
+    out = []
+    for r, c in zip(rows, corr):
+        r = r._replace(f_train=r.f_train + c.shift_train, f_test=r.f_test + c.shift_test)
+        out.append(r if c.K_train is None else r._replace(K_train=c.K_train))
+    return out
 
 
 def _laplace(spec, data, chis, kern: PriorKernels) -> tuple[list[Row], list[Corrected]]:
@@ -392,7 +396,7 @@ def _replicated(run, options: dict, n_draws: int, R: int, y: np.ndarray) -> Repl
             mcse.setdefault(k, []).append(se(vals[k]))
         if corr is not None:
             cc = [rep[1][i] for rep in reps]
-            st = {k: np.stack([getattr(c, k) for c in cc]) for k in Corrected._fields}
+            st = {k: np.stack([getattr(c, k) for c in cc]) for k in Corrected._fields[:6]}
             mean = {k: v.mean(axis=0) for k, v in st.items()}
             corr.append(
                 Corrected(
