@@ -56,8 +56,8 @@ POOLED = ("f_train", "var_train", "f_test", "var_test", "K_train", "K_test_train
 class Corrected(NamedTuple):
     """A fluctuation correction at one chi: shifts (P,), (P*,) added to the tree level, their
     replica standard errors (same shapes; zeros for closed forms), the tree outputs, and the
-    one-loop posterior mean kernel on train points (P, P) where the correction has one (dressed
-    order; None keeps the tree level's)."""
+    one-loop posterior mean kernel (P, P) and output variance (P,) on train points where the
+    correction has them (dressed order; None keeps the tree level's)."""
 
     shift_train: np.ndarray
     shift_test: np.ndarray
@@ -66,6 +66,7 @@ class Corrected(NamedTuple):
     tree_train: np.ndarray
     tree_test: np.ndarray
     K_train: np.ndarray | None = None
+    var_train: np.ndarray | None = None
 
 
 def _check(method: str, activation: str, order: str) -> None:
@@ -208,7 +209,7 @@ def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[
                 chi,
                 spec.width,
             )
-            _, _, s_tr, s_te, _ = _shift(t, order)  # kernels: the Laplace ones below
+            _, _, s_tr, s_te, _, _ = _shift(t, order)  # second moments: the Laplace ones below
         out.append(
             Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), row.f_train, row.f_test)
         )
@@ -219,14 +220,14 @@ def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[
 
 def _shift(t: fluctuation.TiltedSample, order: str) -> tuple:
     """(tree train, tree test, shift train, shift test, one-loop mean kernel train (P, P) or
-    None) of one correction on one sample."""
+    None, one-loop output variance train (P,) or None) of one correction on one sample."""
     if order == "first":
-        return tuple(np.asarray(x) for x in fluctuation.first_order_shift(t)) + (None,)
+        return tuple(np.asarray(x) for x in fluctuation.first_order_shift(t)) + (None, None)
     Q, Q_t = fluctuation.tilted_kernels(t)
     _, a = fluctuation.gp_algebra(Q, t.g_w, t.kappa, t.y)
     tr, te = np.asarray(t.g_w * Q @ a), np.asarray(t.g_w * Q_t @ a)
-    f_tr, f_te, K = dressed.dressed_moments(t)
-    return tr, te, np.asarray(f_tr) - tr, np.asarray(f_te) - te, np.asarray(K)
+    f_tr, f_te, K, v = dressed.dressed_moments(t)
+    return tr, te, np.asarray(f_tr) - tr, np.asarray(f_te) - te, np.asarray(K), np.asarray(v)
 
 
 def _sampled_correction(order: str):
@@ -234,8 +235,8 @@ def _sampled_correction(order: str):
     comes from independent replicas, `_replicated`)."""
 
     def correct(t: fluctuation.TiltedSample) -> Corrected:
-        tr, te, s_tr, s_te, K = _shift(t, order)
-        return Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), tr, te, K)
+        tr, te, s_tr, s_te, K, v = _shift(t, order)
+        return Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), tr, te, K, v)
 
     return correct
 
@@ -282,12 +283,14 @@ def _correction_vars(corr: list[Corrected]) -> dict:
 
 
 def _apply(rows: list[Row], corr: list[Corrected]) -> list[Row]:
-    """Tree-level rows with the corrected means and, where the correction has it, the one-loop
-    mean kernel on train points (variances and the test-train kernel stay tree level)."""
+    """Tree-level rows with the corrected means and, where the correction has them, the
+    one-loop mean kernel and output variance on train points (test variances and the test-train
+    kernel stay tree level)."""
     out = []
     for r, c in zip(rows, corr):
         r = r._replace(f_train=r.f_train + c.shift_train, f_test=r.f_test + c.shift_test)
-        out.append(r if c.K_train is None else r._replace(K_train=c.K_train))
+        r = r if c.K_train is None else r._replace(K_train=c.K_train)
+        out.append(r if c.var_train is None else r._replace(var_train=c.var_train))
     return out
 
 
@@ -534,8 +537,11 @@ def predict(
     saddle), correction_size_train/test (|shift|/|saddle|) and correction_mcse_train/test
     (replica standard error of the shift / |saddle|).
     Variances and kernels: linear one_loop and laplace_one_loop report the one-loop second
-    moments in the scale s (theory/moments.py, O(1/N^2) relative at chi = 1); non-linear tree
-    and one_loop report the tree level's (relative error O(1/N)).
+    moments in the scale s (theory/moments.py, O(1/N^2) relative at chi = 1); non-linear
+    one_loop with order="dressed" reports the one-loop train variances and train kernel
+    (dressed.dressed_moments; O(1/N^2) at chi = 1, O(1/N) relative at chi = N) and the tree
+    level's test variances and test-train kernel; tree and order="first" report the tree
+    level's (relative error O(1/N), O(1) for variances at chi = N).
     options: closed_form (linear one_loop without Monte Carlo, default True), n_draws, replicas,
     rtol, n_draws_max, and the non-linear solver's options (seed, ess_min, n_chains, tol,
     maxiter, max_ratio, max_refresh).
