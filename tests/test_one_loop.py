@@ -5,6 +5,8 @@ are checked there against the expansion order; the sampled code path (phi = iden
 non-linear machinery) is checked against the Wick closed form within its own Monte-Carlo error.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,9 @@ from theory import fluctuation, rescaling
 
 DATA = bn.ising(48, 16, 24, flip=0.1, seed=1)  # P=48, D=24 (P > D: singular input kernel)
 KAPPA = 0.2
+# BAYESNET_TEST_SEED shifts every seed of the statistical tests here (flake checks: run with
+# 0, 1, 2; the assertions hold for any value)
+SEED = int(os.environ.get("BAYESNET_TEST_SEED", "0"))
 
 
 def _rel(a, b):
@@ -98,7 +103,7 @@ def test_replica_error_bar_is_calibrated_on_the_linear_closed_form():
     chis = [1.0, 32.0]
     wick = theory.predict(spec, data, chis, method="one_loop", order="first")
     z2 = {"f_train": [], "f_test": []}
-    for seed in range(3):
+    for seed in range(3 * SEED, 3 * SEED + 3):
         ds = theory.predict(
             spec, data, chis, "one_loop", order="first", closed_form=False, n_draws=8192, seed=seed
         )

@@ -9,6 +9,7 @@ correction supplies, leaving O(P^2/N^2).
 """
 
 import math
+import os
 
 import arviz_stats as azs
 import numpy as np
@@ -21,6 +22,9 @@ from analysis import tolerance
 N = 16
 DATA = bn.ising(n_train=20, n_test=10, dim=12, flip=0.1, seed=2)
 CHIS = [1.0, 2.0, 4.0, 8.0, 16.0]
+# BAYESNET_TEST_SEED shifts every seed of the statistical tests here (flake checks: run with
+# 0, 1, 2; the assertions hold for any value)
+SEED = int(os.environ.get("BAYESNET_TEST_SEED", "0"))
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +32,8 @@ def sampled():
     out = {}
     for chi in (1.0, float(N)):
         spec = bn.NetworkSpec(width=N, activation="erf", kappa=0.3, chi=chi)
-        post = bn.sample(spec, DATA, chains=4, warmup=500, draws=1500, progress=False, seed=3)[
-            "posterior"
-        ].to_dataset()[["f_train", "f_test"]]
+        tree = bn.sample(spec, DATA, chains=4, warmup=500, draws=1500, progress=False, seed=3 + SEED)
+        post = tree["posterior"].to_dataset()[["f_train", "f_test"]]
         mcse = azs.mcse(post)
         out[chi] = {
             s: (post[s].mean(("chain", "draw")).values, mcse[s].values)
@@ -43,7 +46,7 @@ def sampled():
 def predicted():
     spec = bn.NetworkSpec(width=N, activation="erf", kappa=0.3)
     return {
-        m: theory.predict(spec, DATA, CHIS, m, order="first", n_draws=65536)
+        m: theory.predict(spec, DATA, CHIS, m, order="first", n_draws=65536, seed=SEED)
         for m in ("nngp", "tree", "one_loop")
     }
 

@@ -54,19 +54,6 @@ def tilted_kernels(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray]:
     return Q, Q_test
 
 
-class Correction(NamedTuple):
-    """A fluctuation correction: corrected means and their shifts from the tree level.
-
-    f_train (P,), f_test (P*,): corrected posterior mean outputs (units of y);
-    delta_train (P,), delta_test (P*,): the shifts f - f_TL, O(1/N).
-    """
-
-    f_train: jnp.ndarray
-    f_test: jnp.ndarray
-    delta_train: jnp.ndarray
-    delta_test: jnp.ndarray
-
-
 def gp_algebra(
     Q: jnp.ndarray, g_w: float, kappa: float, y: jnp.ndarray
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -136,20 +123,6 @@ def linear_first_order_shift(
     v = jnp.sum(M * Q) * a + 2.0 * M @ (Q @ a)  # (P,)
     pre = -kappa * g_w * g_w / width
     return pre * (Q @ (M @ v)), pre * (Q_test @ (M @ v))
-
-
-def batches(t: TiltedSample, n_batches: int) -> list[TiltedSample]:
-    """Split the draws into n_batches disjoint TiltedSamples (weights renormalised per batch),
-    for batch-means Monte-Carlo errors of any correction."""
-    size = 2 * (t.phi.shape[0] // (2 * n_batches))  # even: keeps antithetic pairs together
-    if size < 2:
-        raise ValueError(f"n_batches={n_batches} is too many for {t.phi.shape[0]} draws")
-    out = []
-    for b in range(n_batches):
-        sl = slice(b * size, (b + 1) * size)
-        w = t.w[sl]
-        out.append(t._replace(phi=t.phi[sl], phi_test=t.phi_test[sl], w=w / jnp.sum(w)))
-    return out
 
 
 class LaplaceOneLoop(NamedTuple):
