@@ -32,7 +32,8 @@ def sampled():
     out = {}
     for chi in (1.0, float(N)):
         spec = bn.NetworkSpec(width=N, activation="erf", kappa=0.3, chi=chi)
-        tree = bn.sample(spec, DATA, chains=4, warmup=500, draws=1500, progress=False, seed=3 + SEED)
+        run = dict(chains=4, warmup=500, draws=1500, progress=False, seed=3 + SEED)
+        tree = bn.sample(spec, DATA, **run)
         post = tree["posterior"].to_dataset()[["f_train", "f_test"]]
         mcse = azs.mcse(post)
         out[chi] = {
