@@ -127,6 +127,23 @@ def test_not_converged_is_nan_with_a_warning(small):
     assert list(ok.status.values) == ["converged"] and ok.converged.values.all()
 
 
+def test_auto_draws_reach_rtol_or_warn_at_the_cap(small):
+    """n_draws="auto" grows the draws until the relative theory error max |f_mcse|/|f| is below
+    rtol; at the cap it warns with the error it reached."""
+    spec = bn.NetworkSpec(width=16, kappa=0.3, activation="erf")
+    ds = theory.predict(spec, small, [1.0], method="tree", rtol=2e-3)
+    err = max(
+        float(np.linalg.norm(ds[f"f_{s}_mcse"]) / np.linalg.norm(ds[f"f_{s}"]))
+        for s in ("train", "test")
+    )
+    assert err <= 2e-3 and ds.attrs["relative_mcse"] == pytest.approx(err)
+    with pytest.warns(RuntimeWarning, match="stopped at the cap n_draws_max=4096"):
+        capped = theory.predict(spec, small, [8.0], method="tree", rtol=1e-6, n_draws_max=4096)
+    assert capped.attrs["n_draws"] == 4096 and capped.attrs["relative_mcse"] > 1e-6
+    with pytest.raises(ValueError, match="n_draws"):
+        theory.predict(spec, small, [1.0], method="tree", n_draws=3)
+
+
 def test_linear_tilt_not_normalisable_is_nan():
     """The linear tilted measure does not exist when c Delta^T K Delta >= 1: a cold start of
     the matrix solver far into mean field is reported as not converged, never as numbers."""

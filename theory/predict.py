@@ -47,7 +47,7 @@ ORDERS = ("dressed", "first")
 LINEAR_TILT = ("tree", "one_loop")  # linear methods that solve the (linear) tilted measure
 REPLICAS = 8  # independent full solves whose scatter is the error bar (t with R-1 = 7 dof)
 SEED_STRIDE = 100_003  # seed offset between replicas (population seeds use seed + 1000 k)
-N_DRAWS_START = 16384  # n_draws="auto": first total number of draws, doubled until rtol
+N_DRAWS_START = 16384  # n_draws="auto": first total number of draws, grown until rtol
 N_DRAWS_MAX = 262144  # n_draws="auto": the cap; hitting it warns with the achieved error
 RTOL = 5e-4  # n_draws="auto": target relative error, ~ a quarter of a default sample MCSE
 POOLED = ("f_train", "var_train", "f_test", "var_test", "K_train", "K_test_train")
@@ -411,12 +411,12 @@ def _replicated(run, options: dict, n_draws: int, R: int, y: np.ndarray) -> Repl
                     mean["tree_test"],
                 )
             )
-    attrs = {
-        "ess": np.sum([rep[2]["ess"] for rep in reps], axis=0),  # pooled ESS per chi
-        "population_refreshes": np.max([rep[2]["population_refreshes"] for rep in reps], axis=0),
-        "replicas": R,
-        "n_draws": per * R,
-    }
+    attrs = {}
+    for k in reps[0][2]:  # per-chi solver attributes: ESS summed, refreshes max, others mean
+        vals = np.array([rep[2][k] for rep in reps], dtype=float)  # (R, chi)
+        pool = {"ess": np.sum, "population_refreshes": np.max}.get(k, np.mean)
+        attrs[k] = pool(vals, axis=0)
+    attrs.update(replicas=R, n_draws=per * R)
     return Replicated(rows, corr, {k: np.stack(v) for k, v in mcse.items()}, attrs)
 
 
@@ -433,9 +433,10 @@ def relative_error(rows: list[Row], mcse: dict) -> float:
 
 
 def _sampled(run, options: dict, y: np.ndarray, label: str) -> Replicated:
-    """A sampled theory with its error bar: fixed n_draws, or n_draws="auto" (double the total
-    number of draws from N_DRAWS_START until the relative error is below rtol; at the cap
-    n_draws_max warn and report the achieved error)."""
+    """A sampled theory with its error bar: fixed n_draws, or n_draws="auto" (from N_DRAWS_START
+    total draws, grow M (at least doubling, to the power of 2 that the 1/sqrt(M) fall of the
+    error predicts for rtol) until the relative error is below rtol; at the cap n_draws_max warn
+    and report the achieved error)."""
     opts = dict(options)
     n = opts.pop("n_draws", "auto")
     R = int(opts.pop("replicas", REPLICAS))
@@ -457,7 +458,9 @@ def _sampled(run, options: dict, y: np.ndarray, label: str) -> Replicated:
         err = relative_error(out.rows, out.mcse)
         if err <= rtol or M >= cap or not np.isfinite(err):
             break
-        M = min(2 * M, cap)
+        # the error falls like 1/sqrt(M): jump to the M that should reach rtol (at least 2M)
+        want = M * (err / rtol) ** 2 * 1.2
+        M = int(min(cap, max(2 * M, 2 ** math.ceil(math.log2(want)))))
     out.attrs.update(relative_mcse=err, rtol=rtol)
     if np.isfinite(err) and err > rtol:
         warnings.warn(
@@ -528,7 +531,8 @@ def predict(
     n_draws // replicas draws each and report their mean and sd / sqrt(replicas): the whole
     estimator's error (tree importance sampling, population refreshes and correction together;
     a t-distributed error with replicas - 1 degrees of freedom).  n_draws="auto" (default)
-    starts at N_DRAWS_START total draws and doubles until the relative error max |f_mcse|/|f|
+    starts at N_DRAWS_START total draws and grows them (at least doubling, to what the 1/sqrt(M)
+    fall of the error predicts) until the relative error max |f_mcse|/|f|
     (train and test) is below rtol (default RTOL = 5e-4, about a quarter of the default sample
     runs' relative MCSE of 2e-3 to 5e-3; 1e-4 costs about 25x more draws, docs/one_loop.md), or
     warns at n_draws_max (default N_DRAWS_MAX) with the error it reached; the attributes
