@@ -1,5 +1,7 @@
 """theory for non-linear nets (tilted single-neuron measure), predict's schema and bad inputs."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -170,7 +172,8 @@ def test_linear_tilt_not_normalisable_is_nan():
 )
 def test_schema(small, method):
     spec = bn.NetworkSpec(width=16, kappa=0.5, activation="tanh", chi=2.0)
-    ds = theory.predict(spec, small, method=method, order="first", n_draws=2048)
+    opts = {"n_draws": 2048} if method in ("tree", "one_loop") else {}
+    ds = theory.predict(spec, small, method=method, order="first", **opts)
     assert list(ds.chi.values) == [2.0]
     for name, dims in VARS.items():
         assert ds[name].dims == dims, name
@@ -203,6 +206,19 @@ def test_schema(small, method):
 def test_bad_chis(small, chis, match):
     with pytest.raises(ValueError, match=match):
         theory.predict(bn.NetworkSpec(width=8), small, chis)
+
+
+def test_unknown_option_is_a_one_line_error_for_every_method(small):
+    """An option a method does not take is a one-line ValueError naming the key and the method,
+    the same for closed forms and sampled theories."""
+    for act, methods in (("erf", ("nngp", "tree", "one_loop")), ("linear", theory.METHODS)):
+        spec = bn.NetworkSpec(width=8, activation=act)
+        for m in methods:
+            msg = re.escape(f"method '{m}' ({act}) has no option 'drawz'")
+            with pytest.raises(ValueError, match=msg):
+                theory.predict(spec, small, method=m, drawz=3)
+    assert "n_draws" in theory.predict_options("one_loop", "erf")
+    assert theory.predict_options("nngp", "erf") == frozenset()
 
 
 def test_bad_method_spec_and_activation(small):

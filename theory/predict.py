@@ -69,6 +69,36 @@ class Corrected(NamedTuple):
     var_train: np.ndarray | None = None
 
 
+SAMPLED_OPTIONS = ("n_draws", "replicas", "rtol", "n_draws_max")  # _sampled's own options
+
+
+def method_options(method: str, activation: str) -> frozenset:
+    """The options `predict` accepts for a method and activation: the replica/auto options and
+    the tilted solver's keyword arguments for sampled theories, closed_form for linear
+    one_loop, none for closed forms."""
+    if method not in ("tree", "one_loop") or (method == "tree" and activation == "linear"):
+        return frozenset()
+    import inspect
+
+    from . import tilted
+
+    internal = {"spec", "data", "chis", "kern", "odd", "at_solution"}
+    solver = set(inspect.signature(tilted.anneal).parameters) - internal
+    extra = {"closed_form"} if method == "one_loop" and activation == "linear" else set()
+    return frozenset(solver | set(SAMPLED_OPTIONS) | extra)
+
+
+def _check_options(method: str, activation: str, options: dict) -> None:
+    """One-line ValueError naming the first unknown option and the method (same for all)."""
+    allowed = method_options(method, activation)
+    for key in options:
+        if key not in allowed:
+            have = ", ".join(sorted(allowed)) or "none"
+            raise ValueError(
+                f"method {method!r} ({activation}) has no option {key!r}; its options: {have}"
+            )
+
+
 def _check(method: str, activation: str, order: str) -> None:
     """One-line ValueErrors naming `method`, `activation` or `order`."""
     if method not in METHODS:
@@ -548,9 +578,11 @@ def predict(
     level's (relative error O(1/N), O(1) for variances at chi = N).
     options: closed_form (linear one_loop without Monte Carlo, default True), n_draws, replicas,
     rtol, n_draws_max, and the non-linear solver's options (seed, ess_min, n_chains, tol,
-    maxiter, max_ratio, max_refresh).
+    maxiter, max_ratio, max_refresh); `method_options(method, activation)` lists them, and any
+    other key is a one-line ValueError naming the key and the method (closed forms take none).
     """
     _check(method, spec.activation, order)
+    _check_options(method, spec.activation, options)
     chis = check_chis(chis, spec.chi)
     if method == "exact":
         from .exact import predict_exact
@@ -563,8 +595,6 @@ def predict(
     attrs, corr, mcse = {}, None, None
     sampled = method in ("tree", "one_loop") and not linear
     sampled |= method == "one_loop" and linear and not closed_form
-    if not sampled:
-        _closed_form_options(method, options)
     if method == "nngp":
         rows = _nngp(spec, data, chis, kern)
     elif method == "rescaling_tree":
@@ -595,11 +625,3 @@ def predict(
     if method == "one_loop":
         ds.attrs["order"] = order
     return ds
-
-
-def _closed_form_options(method: str, options: dict) -> None:
-    """Closed-form methods take no sampler options: one-line ValueError naming the key."""
-    allowed = {"n_draws", "seed", "replicas", "rtol", "n_draws_max"}  # harmless for closed forms
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(f"method {method!r} has no option {unknown[0]!r}")
