@@ -121,13 +121,17 @@ def hierarchy_table(results: xr.DataTree, name: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for j, chi in enumerate(ref["chi"].values):
         r = ref.isel(chi=j)
-        cells = [f"{chi:.3g}"] + [
-            f"{_fmt(float(r['f_train_relerr'].sel({'theory': m})))} / "
-            f"{_fmt(float(r['f_test_relerr'].sel({'theory': m})))}"
-            for m in methods
-        ]
+        cells = [f"{chi:.3g}"] + [_hierarchy_cell(r, m) for m in methods]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _hierarchy_cell(r: xr.Dataset, method: str) -> str:
+    """`train / test` relative error against exact, or NOT_CONVERGED (NaN theory)."""
+    tr, te = (float(r[f"f_{s}_relerr"].sel({"theory": method})) for s in ("train", "test"))
+    if not (np.isfinite(tr) and np.isfinite(te)):
+        return cmp.NOT_CONVERGED
+    return f"{_fmt(tr)} / {_fmt(te)}"
 
 
 def observable_table(comp: xr.Dataset) -> str:
