@@ -375,7 +375,7 @@ def _tilted(spec, data, chis, kern: PriorKernels, correct, options: dict):
     rows = []
     for r in res:
         row = r.row
-        if not row.converged:
+        if not row.converged and row.status == CONVERGED:  # the solver may give its own reason
             row = row._replace(status=reason(row, r.ess, ess_min))
         rows.append(row)
     attrs = {
