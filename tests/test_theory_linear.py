@@ -18,6 +18,9 @@ from reference import batch_mean_se, gibbs_linear  # noqa: E402
 import bayesnet as bn  # noqa: E402
 import theory  # noqa: E402
 from analysis import tolerance  # noqa: E402
+
+# BAYESNET_TEST_SEED shifts the Gibbs sampler's seeds here (flake checks: run with 0, 1, 2)
+SEED = int(os.environ.get("BAYESNET_TEST_SEED", "0"))
 from theory import adaptive, kernels  # noqa: E402
 
 
@@ -157,7 +160,7 @@ def test_rescaling_one_loop_against_exact_and_gibbs(name, data, N):
             spec.kappa,
             sweeps=2500,
             burn=250,
-            seed=i,
+            seed=i + 10 * SEED,
         )
         mean, se = batch_mean_se(g["f_train"])
         assert tolerance.agree(mean, ex.f_train.values[i], se), chi

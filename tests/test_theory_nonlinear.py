@@ -1,5 +1,6 @@
 """theory for non-linear nets (tilted single-neuron measure), predict's schema and bad inputs."""
 
+import os
 import re
 
 import jax.numpy as jnp
@@ -29,6 +30,10 @@ VARS = {
     "residual": ("chi",),
     "normalisability": ("chi",),
 }
+
+
+# BAYESNET_TEST_SEED shifts the theory seeds of the statistical tests here (flake checks)
+SEED = int(os.environ.get("BAYESNET_TEST_SEED", "0"))
 
 
 def _rel(a, b):
@@ -78,7 +83,7 @@ def test_tilted_solver_with_linear_phi_matches_closed_form(small):
 def test_erf_annealing_converges_and_population_agrees_with_is(small):
     spec = bn.NetworkSpec(width=32, kappa=0.3, activation="erf")
     chis = [32.0, 1.0, 8.0]  # unsorted on purpose: predict sorts
-    ds = theory.predict(spec, small, chis, method="tree", n_draws=8192)
+    ds = theory.predict(spec, small, chis, method="tree", n_draws=8192, seed=SEED)
     assert list(ds.chi.values) == [1.0, 8.0, 32.0]
     assert ds.converged.values.all() and (ds.residual.values < 1e-8).all()
     assert (ds.attrs["ess"] > 0.01 * 8192).all()
@@ -97,9 +102,9 @@ def test_erf_annealing_converges_and_population_agrees_with_is(small):
         np.asarray(theory.kernel_diag("erf", small.X_test, 1.0)),
     )
     pop = tilted.anneal(
-        spec, small, [32.0], kern, n_draws=8192, ess_min=1e9, max_refresh=1, n_chains=128
+        spec, small, [32.0], kern, n_draws=8192, ess_min=1e9, max_refresh=1, n_chains=128, seed=SEED
     )[0]
-    ref = tilted.anneal(spec, small, [32.0], kern, n_draws=8192)[0]
+    ref = tilted.anneal(spec, small, [32.0], kern, n_draws=8192, seed=SEED)[0]
     assert pop.refreshes == 1 and not pop.row.converged  # ESS target unreachable: reported
     # relative Monte-Carlo error of each importance-sampling estimate ~ 1/sqrt(ESS): the two
     # agree within z_crit(1) times both errors in quadrature
