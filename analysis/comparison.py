@@ -2,9 +2,13 @@
 
 Observables: mean outputs and discrepancies on train and test points, posterior output
 variances, the sign-corrected scalar discrepancies Delta = (1/P) sum y (y - f), and the kernel
-projections y_hat^T K_post y_hat and tr K_post / P.  Their names, units and the definitions of
-z, relative error, `flagged` and `best_method` live in analysis/verdicts.py and are written into
-every result's attributes.
+projections y_hat^T K_post y_hat and tr K_post / P.  z includes the theory's own Monte-Carlo
+error (<v>_mcse of theory.predict) in quadrature with the sample MCSE; a theory is flagged when
+its max |z| over the n_z values of one chi exceeds the Sidak threshold z_crit(n_z) of
+analysis/tolerance.py (family-wise level ALPHA): that is how taking the largest of ~60-200 z
+values is accounted for.  A theory that did not converge (NaN outputs) has NaN z, is flagged
+and is never best.  The definitions (DEFINITIONS: analysis/verdicts.py's, with the
+tolerance rule's z, flagged and best) are written into every result's attributes.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import arviz_stats as azs
 import numpy as np
 import xarray as xr
 
-from . import diagnostics
-from .verdicts import DEFINITIONS, Z_FLAG, lookup, redescribe
+from . import diagnostics, tolerance
+from .verdicts import DEFINITIONS, lookup, redescribe
 
 POINT_OBSERVABLES = (
     "f_train",
@@ -36,7 +40,9 @@ SCALAR_OBSERVABLES = (
 OBSERVABLES = POINT_OBSERVABLES + SCALAR_OBSERVABLES
 REFERENCE = "exact"  # ground truth for linear networks: never the "best" approximation
 NONE_WITHIN = "none within MC error"
+NOT_CONVERGED = "not converged"  # a theory whose solve did not converge (NaN outputs)
 CHI_RTOL = 1e-6
+ALPHA = tolerance.ALPHA  # family-wise false-alarm probability of each theory's verdict per chi
 # samplers whose per-draw outputs are E[f | V] with Var[f | V] alongside (readout integrated out)
 RAO_BLACKWELLISED = ("collapsed", "exact")
 
@@ -120,6 +126,16 @@ def theory_table(prediction) -> xr.Dataset:
     yt = th["f_test"] + th["discrepancy_test"]
     th["signed_discrepancy_train"] = (y * th["discrepancy_train"]).mean("train")
     th["signed_discrepancy_test"] = (yt * th["discrepancy_test"]).mean("test")
+    for key in ("f_train", "f_test", "var_train", "var_test", "kernel_target", "kernel_trace"):
+        if f"{key}_mcse" not in th:  # a theory file without its error bar: closed form
+            th[f"{key}_mcse"] = xr.zeros_like(th[key])
+        th[f"{key}_mcse"] = th[f"{key}_mcse"].where(np.isfinite(th[key]))
+    for side, lab in (("train", y), ("test", yt)):
+        th[f"discrepancy_{side}_mcse"] = th[f"f_{side}_mcse"]
+        # bound: perfectly correlated point errors (1/P) sum |y| se
+        th[f"signed_discrepancy_{side}_mcse"] = (abs(lab) * th[f"f_{side}_mcse"]).mean(side)
+    if "status" in th:
+        th["status"] = th["status"].fillna("").astype(str)
     return th
 
 
@@ -155,25 +171,58 @@ def compare(posterior, prediction, diagnosis: xr.Dataset | None = None) -> xr.Da
     chis = np.atleast_1d(est["chi"].values)
     th = _align_chi(theory_table(prediction), chis)
     out = xr.Dataset(coords={"chi": chis, "theory": th["theory"].values})
+    n_z = 0
     for key in OBSERVABLES:
         sample, err = est[key], est[f"{key}_mcse"]
-        theo = th[key]
+        theo, theo_err = th[key], th[f"{key}_mcse"]
         out[key] = sample
         out[f"{key}_mcse"] = err
         out[f"{key}_theory"] = theo
-        z = (theo - sample) / err
+        out[f"{key}_theory_mcse"] = theo_err
+        z = tolerance.z_score(theo, sample, theo_err, err)
         out[f"{key}_z"] = z
-        out[f"{key}_maxabsz"] = abs(z).max([d for d in z.dims if d in ("train", "test")])
+        point_dims = [d for d in z.dims if d in ("train", "test")]
+        out[f"{key}_maxabsz"] = abs(z).max(point_dims)  # NaN for a theory that did not converge
+        n_z = n_z + np.isfinite(z).sum(point_dims)
         out[f"{key}_relerr"] = _point_norm(theo - sample) / _point_norm(sample)
     zs = xr.concat([out[f"{k}_maxabsz"] for k in OBSERVABLES], dim="observable")
-    out["max_abs_z"] = zs.max("observable", skipna=True)
-    out["flagged"] = (out["max_abs_z"] > Z_FLAG).astype(np.int8)
+    out["theory_converged"] = _theory_converged(th)
+    out["max_abs_z"] = zs.max("observable", skipna=True).where(out["theory_converged"])
+    out["n_z"] = n_z.astype(np.int64)
+    out["z_crit"] = xr.apply_ufunc(
+        np.vectorize(lambda n: tolerance.z_threshold(max(int(n), 1), ALPHA)), out["n_z"]
+    )
+    # a theory that did not converge is never within error
+    out["flagged"] = (~(out["max_abs_z"] <= out["z_crit"])).astype(np.int8)
     out["relerr"] = out["f_train_relerr"]
     out = _mark_verdicts(out, diagnosis)
     out["best_method"] = best_method(out)
     out = redescribe(out)
+    for k, long in _LONG.items():
+        out[k].attrs.update(long_name=long, units="1")
+    for key in OBSERVABLES:
+        long, units = lookup(key) or (key, "")
+        out[f"{key}_theory_mcse"].attrs.update(
+            long_name=f"the theory's own Monte-Carlo standard error of the {long}", units=units
+        )
     out.attrs = _attrs(est, th)
     return out
+
+
+_LONG = {
+    "flagged": "theory off by more than Monte-Carlo error somewhere: max |z| > z_crit (1 = yes)",
+    "z_crit": "Sidak threshold on max |z| for the n_z z values (analysis/tolerance.py)",
+    "n_z": "number of finite z values of the theory at this chi",
+    "theory_converged": "the theory's solve converged (1 = yes; otherwise its outputs are NaN)",
+}
+
+
+def _theory_converged(th: xr.Dataset) -> xr.DataArray:
+    """(theory, chi) True where the theory converged and its mean outputs are finite."""
+    ok = np.isfinite(th["f_train"]).all("train") & np.isfinite(th["f_test"]).all("test")
+    if "converged" in th:
+        ok = ok & (th["converged"].fillna(0) != 0)
+    return ok
 
 
 def _mark_verdicts(out: xr.Dataset, diagnosis: xr.Dataset | None) -> xr.Dataset:
@@ -190,12 +239,17 @@ def _mark_verdicts(out: xr.Dataset, diagnosis: xr.Dataset | None) -> xr.Dataset:
 
 
 def best_method(out: xr.Dataset) -> xr.DataArray:
-    """Per chi, the theory with the smallest max |z|, `exact` excluded (it is the reference);
-    NONE_WITHIN where even that one is flagged (max |z| > Z_FLAG)."""
+    """Per chi, among the theories within MC error (converged, max |z| <= z_crit; `exact`
+    excluded, it is the reference), the one with the smallest max |z|; NONE_WITHIN where no
+    theory is.  Older files without z_crit use the threshold for their number of z values."""
     cands = [str(m) for m in out["theory"].values if m != REFERENCE] or [REFERENCE]
-    z = out["max_abs_z"].sel({"theory": cands}).fillna(np.inf).transpose("chi", "theory")
-    best = np.asarray(cands, dtype=object)[z.argmin("theory").values]
-    best[z.min("theory").values > Z_FLAG] = NONE_WITHIN
+    sel = out.sel({"theory": cands})
+    z = sel["max_abs_z"].transpose("chi", "theory")
+    crit = sel["z_crit"] if "z_crit" in sel else xr.full_like(z, tolerance.z_threshold(60, ALPHA))
+    ok = (z <= crit.transpose("chi", "theory")).values  # NaN (not converged) is never ok
+    zz = np.where(ok, z.values, np.inf)
+    best = np.asarray(cands, dtype=object)[np.argmin(zz, axis=1)]
+    best[~ok.any(axis=1)] = NONE_WITHIN
     return xr.DataArray(best.astype(str), dims="chi")
 
 
@@ -206,7 +260,7 @@ def _attrs(est: xr.Dataset, th: xr.Dataset) -> dict:
     keep.pop("method", None)
     keep["methods"] = json.dumps([str(m) for m in th["theory"].values])
     keep.update({f"{k}_definition": v for k, v in DEFINITIONS.items()})
-    keep["z_flag"] = Z_FLAG
+    keep["alpha"] = ALPHA
     return keep
 
 

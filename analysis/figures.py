@@ -203,8 +203,8 @@ def residual_figure(comp: xr.Dataset, title: str, key: str = "f_train") -> Figur
                 color=THEORY_STYLE.get(m, (m, "tab:blue"))[1] if ok else "tab:red",
                 mfc=None if ok else "white",
             )
-        worst = float(np.nanmax(np.abs(zm)))
-        bad = worst > cmp.Z_FLAG
+        worst = float(np.nanmax(np.abs(zm))) if np.any(np.isfinite(zm)) else np.nan
+        bad = bool(np.any(comp["flagged"].sel({"theory": m}).values == 1))  # compare's rule
         ax.set_title(
             f"{_label(m)}: max |z| = {worst:.1f}", fontsize=9, color="tab:red" if bad else "black"
         )

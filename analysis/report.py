@@ -1,7 +1,9 @@
 """`report.md`: summary table per chi and network, the theory hierarchy against exact, figures.
 
 Every definition the report quotes (z, max |z|, relative error, flagged, best) is the one stored
-in the comparison's attributes (analysis/verdicts.py), so the file and the report agree.
+in the comparison's attributes (analysis/comparison.py DEFINITIONS, thresholds from
+analysis/tolerance.py), so the file and the report agree.  A theory that did not converge at a
+chi shows "not converged" there, never numbers.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import pathlib
 import numpy as np
 import xarray as xr
 
-from . import collect, figures
+from . import collect, figures, tolerance
 from . import comparison as cmp
-from .verdicts import DEFINITIONS, verdict_rule
+from .comparison import DEFINITIONS
+from .verdicts import verdict_rule
 
 THEORY_ORDER = tuple(figures.THEORY_STYLE)
 SMOKE_DRAWS = 2000  # chains x draws below this: a smoke test, not expected to pass diagnostics
@@ -55,9 +58,27 @@ def summary_rows(results: xr.DataTree) -> list[dict]:
                 row[m] = (
                     float(c["relerr"].sel({"theory": m})),
                     float(c["max_abs_z"].sel({"theory": m})),
+                    _converged(c, m),
                 )
+            row["flagged"] = [m for m in row["flagged"] if row[m][2]]
+            row["worst"] = {m: row["worst"][m] for m in row["flagged"]}
+            row["not_converged"] = [m for m in _methods(comp) if not row[m][2]]
             rows.append(row)
     return rows
+
+
+def _converged(c: xr.Dataset, method: str) -> bool:
+    """Whether a theory converged at this chi (finite outputs; older files: finite max |z|)."""
+    if "theory_converged" in c:
+        return bool(c["theory_converged"].sel({"theory": method}))
+    return bool(np.isfinite(float(c["max_abs_z"].sel({"theory": method}))))
+
+
+def _cell(value: tuple) -> str:
+    """`relerr / max|z|`, or NOT_CONVERGED."""
+    if not value[2]:
+        return cmp.NOT_CONVERGED
+    return f"{_fmt(value[0])} / {_fmt(value[1], '.1f')}"
 
 
 def _worst_observable(c: xr.Dataset, method: str) -> str:
@@ -79,14 +100,14 @@ def summary_table(results: xr.DataTree) -> str:
     head = (
         ["network", "chi", "diagnostics"]
         + [f"{m} relerr / max abs z" for m in methods]
-        + [f"flagged (max abs z > {cmp.Z_FLAG:g}): worst observable", "best (exact excluded)"]
+        + ["flagged (max abs z > z_crit): worst observable", "best (exact excluded)"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         verdict = "ok" if r["verdict"] == "ok" else f"**WARN** ({r['reasons']})"
         cells = [r["network"], f"{r['chi']:.3g}", verdict]
         for m in methods:
-            cells.append(f"{_fmt(r[m][0])} / {_fmt(r[m][1], '.1f')}" if m in r else "-")
+            cells.append(_cell(r[m]) if m in r else "-")
         cells.append(", ".join(f"{m}: {r['worst'][m]}" for m in r["flagged"]) or "none")
         cells.append(r["best"] if r["best"] == cmp.NONE_WITHIN else f"**{r['best']}**")
         lines.append("| " + " | ".join(cells) + " |")
@@ -101,13 +122,17 @@ def hierarchy_table(results: xr.DataTree, name: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for j, chi in enumerate(ref["chi"].values):
         r = ref.isel(chi=j)
-        cells = [f"{chi:.3g}"] + [
-            f"{_fmt(float(r['f_train_relerr'].sel({'theory': m})))} / "
-            f"{_fmt(float(r['f_test_relerr'].sel({'theory': m})))}"
-            for m in methods
-        ]
+        cells = [f"{chi:.3g}"] + [_hierarchy_cell(r, m) for m in methods]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _hierarchy_cell(r: xr.Dataset, method: str) -> str:
+    """`train / test` relative error against exact, or NOT_CONVERGED (NaN theory)."""
+    tr, te = (float(r[f"f_{s}_relerr"].sel({"theory": method})) for s in ("train", "test"))
+    if not (np.isfinite(tr) and np.isfinite(te)):
+        return cmp.NOT_CONVERGED
+    return f"{_fmt(tr)} / {_fmt(te)}"
 
 
 def observable_table(comp: xr.Dataset) -> str:
@@ -121,7 +146,12 @@ def observable_table(comp: xr.Dataset) -> str:
         mark = "" if str(c["verdict"].item()) == "ok" else " (WARN)"
         for k in keys:
             cells = [f"{chi:.3g}{mark}", k, f"{float(c[k]):.4g} +- {float(c[k + '_mcse']):.2g}"]
-            cells += [_fmt(float(c[f"{k}_z"].sel({"theory": m})), ".1f") for m in methods]
+            cells += [
+                _fmt(float(c[f"{k}_z"].sel({"theory": m})), ".1f")
+                if _converged(c, m)
+                else cmp.NOT_CONVERGED
+                for m in methods
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -234,8 +264,13 @@ def _definitions() -> list[str]:
         f"- z: {DEFINITIONS['z']}.",
         f"- max abs z: {DEFINITIONS['max_abs_z']}.",
         f"- relerr: {DEFINITIONS['relerr']}.",
-        f"- flagged: theories with max |z| > {cmp.Z_FLAG:g}, i.e. off by more than "
-        "Monte-Carlo error somewhere, each with the observable whose |z| is largest.",
+        f"- flagged: {DEFINITIONS['flagged']}; each flagged theory is listed with the "
+        "observable whose |z| is largest.  Thresholds: family-wise false-alarm probability "
+        f"alpha = {cmp.ALPHA:g}, z_crit(n) = {tolerance.z_threshold(1, cmp.ALPHA):.2f} for one "
+        f"value, {tolerance.z_threshold(60, cmp.ALPHA):.2f} for 60, "
+        f"{tolerance.z_threshold(200, cmp.ALPHA):.2f} for 200 (Sidak).",
+        f"- not converged: {cmp.NOT_CONVERGED} marks a theory whose solve did not converge at "
+        "that chi (its outputs are NaN, it is never best; the theory's `status` says why).",
         f"- best: {DEFINITIONS['best']}.",
         f"- Delta (discrepancy figures): {DEFINITIONS['signed_discrepancy']}.",
         f"- kernel_target, kernel_trace: {DEFINITIONS['kernel_change']}.",

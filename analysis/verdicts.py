@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from bayesnet import vocabulary as core
 
+from .tolerance import ALPHA
+
 # ------------------------------------------------------------------ thresholds
 RHAT_MAX = 1.01  # rank-normalised R-hat above this: the chains have not mixed
 ESS_BULK_MIN = 400.0  # bulk ESS below this: the MCSE itself is unreliable
 BFMI_MIN = 0.2  # E-BFMI below this: the momentum resampling explores energy poorly
-Z_FLAG = 4.0  # a theory is flagged where some observable is off by more than 4 MCSE
+# a theory is flagged where its max |z| exceeds the Sidak threshold for its number of z values at
+# family-wise level ALPHA (analysis/tolerance.py: z_threshold)
 
 
 def verdict_rule() -> str:
@@ -29,13 +32,16 @@ def verdict_rule() -> str:
 # ------------------------------------------------------------------ definitions
 DEFINITIONS = {
     **core.DEFINITIONS,
-    "z": "z = (theory - sample) / MCSE, MCSE the Monte-Carlo standard error of the sample mean",
+    "z": "z = (theory - sample) / sqrt(MCSE_sample^2 + MCSE_theory^2): the sample mean's "
+    "Monte-Carlo error and the theory's own (<v>_mcse, 0 for closed forms) in quadrature",
     "max_abs_z": "largest |z| over every observable (mean outputs, discrepancies, variances, "
     "kernel scalars) and every point",
     "relerr": "||theory - sample|| / ||sample|| of the posterior mean train outputs",
-    "flagged": f"1 where max |z| > {Z_FLAG:g}: the theory is off by more than Monte-Carlo error",
-    "best": "the theory with the smallest max |z|, excluding exact (ground truth for linear "
-    "networks); 'none within MC error' when every theory is flagged",
+    "flagged": "1 where max |z| exceeds z_crit, the two-sided Sidak threshold for the n finite "
+    f"z values of that theory at that chi (family-wise false-alarm probability {ALPHA:g}; "
+    "analysis/tolerance.py): the theory is off by more than Monte-Carlo error",
+    "best": "among the converged theories within MC error (not flagged), exact excluded, the "
+    "one with the smallest max |z|; 'none within MC error' when there is none",
     "kernel_change": "absolute posterior values, in tables and figures alike; the figures' "
     "dashed line is the prior (NNGP) kernel's value, so the change from the "
     "prior is the distance to that line",
@@ -54,12 +60,12 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     "reasons": ("why the diagnostics verdict is warn (empty when ok)", "1"),
     "draws": ("draws of the observable with the worst R-hat", "y"),
     # comparison
-    "max_abs_z": ("largest |z| = |theory - sample|/MCSE over every observable and point", "1"),
-    "flagged": (f"theory off by more than {Z_FLAG:g} MCSE somewhere (1 = yes)", "1"),
+    "max_abs_z": ("largest |z| over every observable and point (MC errors of both sides)", "1"),
+    "flagged": ("theory off by more than MC error: max |z| above the Sidak limit (1 = yes)", "1"),
     "relerr": ("relative error ||theory - sample|| / ||sample|| of the mean train outputs", "1"),
     "best_method": (
-        "theory with the smallest max |z| (exact excluded); 'none within MC error' "
-        "when all are flagged",
+        "converged, unflagged theory with the smallest max |z| (exact excluded); "
+        "'none within MC error' when there is none",
         "1",
     ),
     "relerr_mcse": ("Monte-Carlo standard error of the relative error", "1"),

@@ -17,6 +17,10 @@ from reference import batch_mean_se, gibbs_linear  # noqa: E402
 
 import bayesnet as bn  # noqa: E402
 import theory  # noqa: E402
+from analysis import tolerance  # noqa: E402
+
+# BAYESNET_TEST_SEED shifts the Gibbs sampler's seeds here (flake checks: run with 0, 1, 2)
+SEED = int(os.environ.get("BAYESNET_TEST_SEED", "0"))
 from theory import adaptive, kernels  # noqa: E402
 
 
@@ -115,7 +119,8 @@ def test_small_chi_over_n_reproduces_nngp(activation):
     chis = [1.0, 7.0]
     ref = theory.predict(spec, data, chis, method="nngp")
     for method in ("rescaling_tree", "rescaling_one_loop", "tree", "one_loop"):
-        ds = theory.predict(spec, data, chis, method=method, order="first", n_draws=2048)
+        opts = {"n_draws": 2048} if theory.predict_options(method, activation) else {}
+        ds = theory.predict(spec, data, chis, method=method, order="first", **opts)
         for v in ("f_train", "f_test", "var_train", "var_test", "K_train", "K_test_train"):
             err = float(np.max(np.abs(ds[v].values - ref[v].values)))
             assert err < 1e-8, f"{method} {v}: {err:.2e}"
@@ -131,12 +136,12 @@ def _gibbs_cases():
 
 @pytest.mark.parametrize("name,data,N", _gibbs_cases())
 def test_rescaling_one_loop_against_exact_and_gibbs(name, data, N):
-    """The blocked-Gibbs sampler agrees with the exact scale mixture within its Monte-Carlo error
-    (|d| < 4 |se| over the points, E|d|^2 = |se|^2; kernel_target within 4 se).  Against exact:
-    the rescaling one-loop removes the tree level's O(P/N) error (the trace term), leaving an
-    O(1/N) remainder: below 10/P of the tree's error; its kernel_target is within 1/N relative.
-    The NNGP misses by more than twice the one-loop error at chi = 1 and chi = N."""
-    P = data.n_train
+    """The blocked-Gibbs sampler agrees with the exact scale mixture under the tolerance rule
+    (analysis/tolerance.py: Sidak over the points, the sampler's batch-means error; kernel_target
+    alone).  Against exact (no Monte Carlo): the rescaling one-loop is O(1/N) (the trace term
+    removes the tree level's O(P/N) error): every point and kernel_target within the order-1 bias
+    bound |f|/N, and its error below the tree level's.  The NNGP misses by more than twice the
+    one-loop error at chi = 1 and chi = N."""
     spec = bn.NetworkSpec(width=N, kappa=0.2)
     chis = [1.0, 6.0, float(N)]
     one = theory.predict(spec, data, chis, method="rescaling_one_loop")
@@ -155,12 +160,12 @@ def test_rescaling_one_loop_against_exact_and_gibbs(name, data, N):
             spec.kappa,
             sweeps=2500,
             burn=250,
-            seed=i,
+            seed=i + 10 * SEED,
         )
         mean, se = batch_mean_se(g["f_train"])
-        assert np.linalg.norm(mean - ex.f_train.values[i]) < 4 * np.linalg.norm(se)
+        assert tolerance.agree(mean, ex.f_train.values[i], se), chi
         kt, kt_se = batch_mean_se(g["kernel_target"])
-        assert abs(float(ex.kernel_target[i]) - kt) < 4 * kt_se
+        assert tolerance.agree(kt, float(ex.kernel_target[i]), kt_se), chi
         e_one = _rel(one.f_train.values[i], ex.f_train.values[i])
         e_tree = _rel(tree.f_train.values[i], ex.f_train.values[i])
         e_nngp = _rel(nngp.f_train.values[i], ex.f_train.values[i])
@@ -168,9 +173,14 @@ def test_rescaling_one_loop_against_exact_and_gibbs(name, data, N):
             f"{name} chi={chi:5.1f}: rescaling_one_loop {e_one:.2e} tree {e_tree:.2e} "
             f"nngp {e_nngp:.2e}"
         )
-        assert e_one < (10.0 / P) * e_tree
+        order = tolerance.ORDERS["rescaling_one_loop"]
+        f_ex = ex.f_train.values[i]
+        bias = tolerance.bias_bound(tolerance.size(f_ex), N, order)
+        assert tolerance.agree(one.f_train.values[i], f_ex, 0.0, bias=bias), chi
+        assert e_one < e_tree
         kt_ex = float(ex.kernel_target[i])
-        assert abs(float(one.kernel_target[i]) - kt_ex) < kt_ex / N
+        bias_kt = tolerance.bias_bound(kt_ex, N, order)
+        assert tolerance.agree(float(one.kernel_target[i]), kt_ex, 0.0, bias=bias_kt), chi
     for i in (0, 2):  # finite width at chi = 1, feature learning at chi = N
         assert _rel(nngp.f_train.values[i], ex.f_train.values[i]) > 2 * _rel(
             one.f_train.values[i], ex.f_train.values[i]

@@ -7,5 +7,14 @@ imports only the pure core of bayesnet (docs/layout.md).
 
 from .kernels import input_kernel, kernel, kernel_diag
 from .predict import LINEAR_ONLY, METHODS, predict
+from .predict import method_options as predict_options
 
-__all__ = ["kernel", "kernel_diag", "input_kernel", "predict", "METHODS", "LINEAR_ONLY"]
+__all__ = [
+    "kernel",
+    "kernel_diag",
+    "input_kernel",
+    "predict",
+    "predict_options",
+    "METHODS",
+    "LINEAR_ONLY",
+]

@@ -129,6 +129,19 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     t: tilted single-neuron draws at the tree-level saddle (tree tilt, lambda = 0).  Formulas in
     the module docstring; memory O(d^2 + block d), time O(M d^2 + d^3), d = P(P+1)/2.
     """
+    f_train, f_test, _, _ = dressed_moments(t, block)
+    return f_train, f_test
+
+
+@with_float64
+def dressed_moments(t: TiltedSample, block: int = BLOCK):
+    """`dressed_correction`'s outputs, the one-loop posterior mean hidden kernel on train
+    points, Q + <eps> (P, P) (K^ = Q + eps; <eps> of the module docstring, unvech'd), and the
+    one-loop posterior output variance on train points (P,), units y^2: with the GP variance
+    v(K) = (kappa/chi) diag(1 - kappa M) and mean m(K) = y - kappa a(K) expanded in eps,
+      Var f = v(Q) + (kappa^2 g_w/chi) diag(M <eps> M) - (kappa^2 g_w^2/chi) diag(M S M)
+              + diag(J G J^T),   J = dm/dx = kappa g_w M EA (P, d)
+    (E[v(K^)] to one loop plus Var[m(K^)]; docs/one_loop.md)."""
     P = int(t.phi.shape[1])
     check_size(P)
     g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
@@ -191,7 +204,14 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     f_test = g * (
         Q_test @ a_mean + C_u @ (W @ src) + (0.5 / N) * (uq + C_u @ (A @ k3A)) - g * b
     )  # (P*,)
-    return f_train, f_test
+    E = jnp.zeros((P, P)).at[ia, ib].set(eps)  # (P, P) upper triangle of <eps>
+    K_mean = Q + E + jnp.triu(E, 1).T  # (P, P) symmetric
+    J = kap * g * (M @ EA)  # (P, d)
+    dK = E + jnp.triu(E, 1).T  # (P, P) <eps> as a matrix
+    var_train = (kap / chi) * (
+        1.0 - kap * jnp.diag(M) + kap * g * jnp.diag(M @ dK @ M) - kap * g * g * jnp.diag(M @ S @ M)
+    ) + jnp.sum((J @ G) * J, axis=1)  # (P,)
+    return f_train, f_test, K_mean, var_train
 
 
 # ------------------------------------------------------------------ exact Gaussian moments

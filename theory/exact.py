@@ -15,7 +15,7 @@ from bayesnet.datasets import Dataset
 from bayesnet.precision import with_float64
 from bayesnet.spec import NetworkSpec
 
-from .schema import Row, assemble, check_chis
+from .schema import Row, assemble, check_chis, finalise, mcse_vars
 
 EXACT_ONLY = {
     "s_mean": "posterior mean of the scale s",
@@ -50,7 +50,8 @@ def predict_exact(spec: NetworkSpec, data: Dataset, chis, tol: float = 1e-12) ->
 
     chis: validated as in theory.predict, and must be ascending.  ubar = g_w s*, s* the mode of
     the log-s posterior; converged: quadrature error (max change between grid levels) <= tol;
-    iterations: grid nodes; normalisability is NaN (no saddle point).
+    iterations: grid nodes; normalisability is NaN (no saddle point); <v>_mcse = 0; a chi whose
+    quadrature did not converge is NaN with a warning (theory.schema.finalise).
     """
     sm.check_linear(spec)
     c = check_chis(chis, spec.chi, sort=False)
@@ -60,4 +61,7 @@ def predict_exact(spec: NetworkSpec, data: Dataset, chis, tol: float = 1e-12) ->
         k: ((), np.array([o[1][k] for o in out], dtype=float), long)
         for k, long in EXACT_ONLY.items()
     }
-    return assemble([o[0] for o in out], c, spec, data, "exact", extra=extra)
+    rows = finalise([o[0] for o in out], c, "exact")
+    for _, arr, _ in extra.values():
+        arr[[not r.converged for r in rows]] = np.nan
+    return assemble(rows, c, spec, data, "exact", extra=extra | mcse_vars(rows))

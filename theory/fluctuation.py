@@ -54,19 +54,6 @@ def tilted_kernels(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray]:
     return Q, Q_test
 
 
-class Correction(NamedTuple):
-    """A fluctuation correction: corrected means and their shifts from the tree level.
-
-    f_train (P,), f_test (P*,): corrected posterior mean outputs (units of y);
-    delta_train (P,), delta_test (P*,): the shifts f - f_TL, O(1/N).
-    """
-
-    f_train: jnp.ndarray
-    f_test: jnp.ndarray
-    delta_train: jnp.ndarray
-    delta_test: jnp.ndarray
-
-
 def gp_algebra(
     Q: jnp.ndarray, g_w: float, kappa: float, y: jnp.ndarray
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -138,25 +125,12 @@ def linear_first_order_shift(
     return pre * (Q @ (M @ v)), pre * (Q_test @ (M @ v))
 
 
-def batches(t: TiltedSample, n_batches: int) -> list[TiltedSample]:
-    """Split the draws into n_batches disjoint TiltedSamples (weights renormalised per batch),
-    for batch-means Monte-Carlo errors of any correction."""
-    size = 2 * (t.phi.shape[0] // (2 * n_batches))  # even: keeps antithetic pairs together
-    if size < 2:
-        raise ValueError(f"n_batches={n_batches} is too many for {t.phi.shape[0]} draws")
-    out = []
-    for b in range(n_batches):
-        sl = slice(b * size, (b + 1) * size)
-        w = t.w[sl]
-        out.append(t._replace(phi=t.phi[sl], phi_test=t.phi_test[sl], w=w / jnp.sum(w)))
-    return out
-
-
 class LaplaceOneLoop(NamedTuple):
     """Laplace one-loop of the linear network in its scale s (docs/one_loop.md).
 
     f_train (P,), f_test (P*,): m(s*) + sigma^2 m''/2 + sigma^4 l''' m'/2 (units of y);
-    f_mode_train, f_mode_test: m(s*), the saddle alone; s_mode: s*; sigma2: -1/l''(s*).
+    f_mode_train, f_mode_test: m(s*), the saddle alone; s_mode: s*; sigma2: -1/l''(s*);
+    l3: l'''(s*).
     """
 
     f_train: np.ndarray
@@ -165,6 +139,7 @@ class LaplaceOneLoop(NamedTuple):
     f_mode_test: np.ndarray
     s_mode: float
     sigma2: float
+    l3: float
 
 
 def _ell_derivs(
@@ -220,7 +195,7 @@ def laplace_one_loop(
     coef = lambda c0, c1, c2: c0 + 0.5 * sigma2 * c2 + 0.5 * sigma2**2 * l3 * c1  # noqa: E731
     f_tr = U @ (coef(r0, r1, r2) * yt)  # (P,)
     f_te = B_test @ (coef(q0, q1, q2) * yt)  # (P*,)
-    return LaplaceOneLoop(f_tr, f_te, U @ (r0 * yt), B_test @ (q0 * yt), s, sigma2)
+    return LaplaceOneLoop(f_tr, f_te, U @ (r0 * yt), B_test @ (q0 * yt), s, sigma2, l3)
 
 
 def _ell(

@@ -6,6 +6,8 @@ docs/one_loop.md.
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -14,11 +16,22 @@ import xarray as xr
 from bayesnet import gp
 from bayesnet.activations import ODD, check_activation
 from bayesnet.datasets import Dataset
+from bayesnet.observables import kernel_scalars
 from bayesnet.precision import with_float64
 from bayesnet.spec import NetworkSpec
 
-from . import adaptive, dressed, fluctuation, kernels, rescaling
-from .schema import PriorKernels, Row, assemble, check_chis
+from . import adaptive, dressed, fluctuation, kernels, moments, rescaling
+from .schema import (
+    CONVERGED,
+    MCSE_VARS,
+    PriorKernels,
+    Row,
+    assemble,
+    check_chis,
+    finalise,
+    mcse_vars,
+    reason,
+)
 
 METHODS = (
     "nngp",
@@ -31,11 +44,20 @@ METHODS = (
 )
 LINEAR_ONLY = ("laplace_one_loop", "exact")  # methods that exist for linear networks only
 ORDERS = ("dressed", "first")
+LINEAR_TILT = ("tree", "one_loop")  # linear methods that solve the (linear) tilted measure
+REPLICAS = 8  # independent full solves whose scatter is the error bar (t with R-1 = 7 dof)
+SEED_STRIDE = 100_003  # seed offset between replicas (population seeds use seed + 1000 k)
+N_DRAWS_START = 16384  # n_draws="auto": first total number of draws, grown until rtol
+N_DRAWS_MAX = 262144  # n_draws="auto": the cap; hitting it warns with the achieved error
+RTOL = 5e-4  # n_draws="auto": target relative error, ~ a quarter of a default sample MCSE
+POOLED = ("f_train", "var_train", "f_test", "var_test", "K_train", "K_test_train")
 
 
 class Corrected(NamedTuple):
     """A fluctuation correction at one chi: shifts (P,), (P*,) added to the tree level, their
-    batch-means standard errors (same shapes; zeros for closed forms), and the tree outputs."""
+    replica standard errors (same shapes; zeros for closed forms), the tree outputs, and the
+    one-loop posterior mean kernel (P, P) and output variance (P,) on train points where the
+    correction has them (dressed order; None keeps the tree level's)."""
 
     shift_train: np.ndarray
     shift_test: np.ndarray
@@ -43,6 +65,38 @@ class Corrected(NamedTuple):
     se_test: np.ndarray
     tree_train: np.ndarray
     tree_test: np.ndarray
+    K_train: np.ndarray | None = None
+    var_train: np.ndarray | None = None
+
+
+SAMPLED_OPTIONS = ("n_draws", "replicas", "rtol", "n_draws_max")  # _sampled's own options
+
+
+def method_options(method: str, activation: str) -> frozenset:
+    """The options `predict` accepts for a method and activation: the replica/auto options and
+    the tilted solver's keyword arguments for sampled theories, closed_form for linear
+    one_loop, none for closed forms."""
+    if method not in ("tree", "one_loop") or (method == "tree" and activation == "linear"):
+        return frozenset()
+    import inspect
+
+    from . import tilted
+
+    internal = {"spec", "data", "chis", "kern", "odd", "at_solution"}
+    solver = set(inspect.signature(tilted.anneal).parameters) - internal
+    extra = {"closed_form"} if method == "one_loop" and activation == "linear" else set()
+    return frozenset(solver | set(SAMPLED_OPTIONS) | extra)
+
+
+def _check_options(method: str, activation: str, options: dict) -> None:
+    """One-line ValueError naming the first unknown option and the method (same for all)."""
+    allowed = method_options(method, activation)
+    for key in options:
+        if key not in allowed:
+            have = ", ".join(sorted(allowed)) or "none"
+            raise ValueError(
+                f"method {method!r} ({activation}) has no option {key!r}; its options: {have}"
+            )
 
 
 def _check(method: str, activation: str, order: str) -> None:
@@ -137,13 +191,30 @@ def _rescaling(spec, data, chis, kern: PriorKernels, trace: bool, kernel_mode: s
     return rows
 
 
+def _laplace_s(spec, data, chi, kern, sp, B) -> fluctuation.LaplaceOneLoop:
+    """The Laplace one-loop in the scale s of a linear net at one chi."""
+    return fluctuation.laplace_one_loop(
+        sp.lam, sp.U, B, np.asarray(data.y), spec.g_w, spec.width, chi, spec.kappa
+    )
+
+
+def _second_moments(spec, chi, kern, sp, B, lp) -> moments.SecondMoments:
+    """Linear nets: variances and the mean hidden kernel to one loop in s (theory/moments.py)."""
+    return moments.linear_second_moments(
+        sp, B, kern.k_test, kern.K, kern.K_test_train, spec.g_w, spec.width, chi, spec.kappa, lp
+    )
+
+
 def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[list[Row], list]:
     """Linear nets without Monte Carlo: the closed-form tree level plus, for order="first", the
     Wick closed form of the first-order shift, for order="dressed" the dressed correction on the
-    exact Gaussian moments of the tilted measure (dressed.linear_tilted_sample, a cubature)."""
+    exact Gaussian moments of the tilted measure (dressed.linear_tilted_sample, a cubature).
+    Variances and kernels are the one-loop second moments in the scale s (theory/moments.py)."""
     rows = _rescaling(spec, data, chis, kern, trace=False, kernel_mode="tree")
     K, Kt, y = kern.K, kern.K_test_train, np.asarray(data.y)
-    out = []
+    sp = _spectrum(spec, data, kern)
+    B = sp.project(Kt)  # (P*, r)
+    out, new_rows = [], []
     for chi, row in zip(chis, rows):
         if order == "first":
             delta = y - row.f_train  # (P,)
@@ -168,39 +239,34 @@ def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[
                 chi,
                 spec.width,
             )
-            _, _, s_tr, s_te = _shift(t, order)
+            _, _, s_tr, s_te, _, _ = _shift(t, order)  # second moments: the Laplace ones below
         out.append(
             Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), row.f_train, row.f_test)
         )
-    return rows, out
+        sm = _second_moments(spec, chi, kern, sp, B, _laplace_s(spec, data, chi, kern, sp, B))
+        new_rows.append(row._replace(**sm._asdict()))
+    return new_rows, out
 
 
-def _shift(
-    t: fluctuation.TiltedSample, order: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(tree train, tree test, shift train, shift test) of one correction on one sample."""
+def _shift(t: fluctuation.TiltedSample, order: str) -> tuple:
+    """(tree train, tree test, shift train, shift test, one-loop mean kernel train (P, P) or
+    None, one-loop output variance train (P,) or None) of one correction on one sample."""
     if order == "first":
-        return tuple(np.asarray(x) for x in fluctuation.first_order_shift(t))
+        return tuple(np.asarray(x) for x in fluctuation.first_order_shift(t)) + (None, None)
     Q, Q_t = fluctuation.tilted_kernels(t)
     _, a = fluctuation.gp_algebra(Q, t.g_w, t.kappa, t.y)
     tr, te = np.asarray(t.g_w * Q @ a), np.asarray(t.g_w * Q_t @ a)
-    f_tr, f_te = dressed.dressed_correction(t)
-    return tr, te, np.asarray(f_tr) - tr, np.asarray(f_te) - te
+    f_tr, f_te, K, v = dressed.dressed_moments(t)
+    return tr, te, np.asarray(f_tr) - tr, np.asarray(f_te) - te, np.asarray(K), np.asarray(v)
 
 
-def _sampled_correction(order: str, n_batches: int):
-    """at_solution callback of tilted.anneal: the correction on all draws, and its standard
-    error from batch means over n_batches disjoint batches of the draws (0: no error)."""
+def _sampled_correction(order: str):
+    """at_solution callback of tilted.anneal: the correction on all draws (its Monte-Carlo error
+    comes from independent replicas, `_replicated`)."""
 
     def correct(t: fluctuation.TiltedSample) -> Corrected:
-        tr, te, s_tr, s_te = _shift(t, order)
-        se_tr, se_te = np.full_like(s_tr, np.nan), np.full_like(s_te, np.nan)
-        if n_batches >= 2:
-            parts = [_shift(b, order)[2:] for b in fluctuation.batches(t, n_batches)]
-            b_tr, b_te = np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
-            se_tr = np.std(b_tr, axis=0, ddof=1) / np.sqrt(n_batches)  # (P,)
-            se_te = np.std(b_te, axis=0, ddof=1) / np.sqrt(n_batches)  # (P*,)
-        return Corrected(s_tr, s_te, se_tr, se_te, tr, te)
+        tr, te, s_tr, s_te, K, v = _shift(t, order)
+        return Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), tr, te, K, v)
 
     return correct
 
@@ -235,44 +301,52 @@ def _correction_vars(corr: list[Corrected]) -> dict:
             (),
             rel("se_train", "tree_train"),
             "|Monte-Carlo standard error of the correction| / |f_tree|, "
-            "train points (batch means over the draws; 0 closed form)",
+            "train points (independent replicas; 0 closed form)",
         ),
         "correction_mcse_test": (
             (),
             rel("se_test", "tree_test"),
             "|Monte-Carlo standard error of the correction| / |f_tree|, "
-            "test points (batch means over the draws; 0 closed form)",
+            "test points (independent replicas; 0 closed form)",
         ),
     }
 
 
 def _apply(rows: list[Row], corr: list[Corrected]) -> list[Row]:
-    """Tree-level rows with the corrected means (variances and kernels stay tree level)."""
-    return [
-        r._replace(f_train=r.f_train + c.shift_train, f_test=r.f_test + c.shift_test)
-        for r, c in zip(rows, corr)
-    ]
+    """Tree-level rows with the corrected means and, where the correction has them, the
+    one-loop mean kernel and output variance on train points (test variances and the test-train
+    kernel stay tree level)."""
+    out = []
+    for r, c in zip(rows, corr):
+        r = r._replace(f_train=r.f_train + c.shift_train, f_test=r.f_test + c.shift_test)
+        r = r if c.K_train is None else r._replace(K_train=c.K_train)
+        out.append(r if c.var_train is None else r._replace(var_train=c.var_train))
+    return out
 
 
 def _laplace(spec, data, chis, kern: PriorKernels) -> tuple[list[Row], list[Corrected]]:
-    """Linear nets: Laplace one-loop in the scale s; variances and kernel at ubar = g_w s*."""
+    """Linear nets: Laplace one-loop in the scale s for the means, variances and kernels."""
     sp = _spectrum(spec, data, kern)
     B = sp.project(kern.K_test_train)  # (P*, r)
     N, g, kap, y = spec.width, spec.g_w, spec.kappa, np.asarray(data.y)
     rows, corr = [], []
     for chi in chis:
-        lp = fluctuation.laplace_one_loop(sp.lam, sp.U, B, y, g, N, chi, kap)
-        u = g * lp.s_mode
-        _, v_tr, _, v_te = rescaling.rescaled_outputs(sp, B, kern.k_test, u, chi, kap)
-        fl_tr, fl_te = rescaling.fluctuation_kernel(sp, B, u, kap)
-        K_tr, K_te = adaptive.linear_posterior_kernel(
-            kern.K, kern.K_test_train, fl_tr, fl_te, lp.f_train, lp.f_test, u, chi, N
-        )
+        lp = _laplace_s(spec, data, chi, kern, sp, B)
+        sm = _second_moments(spec, chi, kern, sp, B, lp)
         delta = y - lp.f_train
         c = adaptive.tilt_coefficient(g, chi, N, kap)
         norm = c * float(delta @ sp.U @ (sp.lam * (sp.U.T @ delta)))
         rows.append(
-            Row(lp.f_train, v_tr, lp.f_test, v_te, K_tr, K_te, ubar=u, normalisability=norm)
+            Row(
+                lp.f_train,
+                sm.var_train,
+                lp.f_test,
+                sm.var_test,
+                sm.K_train,
+                sm.K_test_train,
+                ubar=g * lp.s_mode,
+                normalisability=norm,
+            )
         )
         s_tr, s_te = lp.f_train - lp.f_mode_train, lp.f_test - lp.f_mode_test
         corr.append(
@@ -289,18 +363,143 @@ def _laplace(spec, data, chis, kern: PriorKernels) -> tuple[list[Row], list[Corr
 
 
 def _tilted(spec, data, chis, kern: PriorKernels, correct, options: dict):
-    """Non-linear (or sampled linear) tree level over the chi grid; returns (rows, extras,
-    attrs)."""
+    """Non-linear (or sampled linear) tree level over the chi grid, one solve; returns (rows,
+    extras, attrs)."""
     from . import tilted
 
     res = tilted.anneal(
         spec, data, chis, kern, odd=spec.activation in ODD, at_solution=correct, **options
     )
+    n_eff = int(options.get("n_draws", 32768)) * (1 if spec.activation in ODD else 2)
+    ess_min = options.get("ess_min") or n_eff / 100
+    rows = []
+    for r in res:
+        row = r.row
+        if not row.converged and row.status == CONVERGED:  # the solver may give its own reason
+            row = row._replace(status=reason(row, r.ess, ess_min))
+        rows.append(row)
     attrs = {
         "ess": np.array([r.ess for r in res]),  # importance-sampling ESS per chi
         "population_refreshes": np.array([r.refreshes for r in res]),
     }
-    return [r.row for r in res], [r.extra for r in res], attrs
+    return rows, [r.extra for r in res], attrs
+
+
+class Replicated(NamedTuple):
+    """R independent solves pooled: mean rows and corrections, per-chi MCSE variables
+    (name -> (R-1 dof) standard error of the replica mean), attributes."""
+
+    rows: list
+    corr: list | None
+    mcse: dict
+    attrs: dict
+
+
+def _replicated(run, options: dict, n_draws: int, R: int, y: np.ndarray) -> Replicated:
+    """R independent full solves with n_draws // R draws each and seeds seed + k SEED_STRIDE:
+    the replica mean, and sd / sqrt(R) as its Monte-Carlo error (every noise source of the
+    estimator included: tree importance sampling, population refreshes, the correction).
+    With corrections the pooled rows are the corrected outputs already."""
+    per = max(int(n_draws) // R, 2)
+    seed = int(options.get("seed", 0))
+    reps = [run({**options, "n_draws": per, "seed": seed + SEED_STRIDE * k}) for k in range(R)]
+    has_corr = reps[0][1][0] is not None
+    if has_corr:  # each replica's corrected outputs: the error bar covers tree + correction
+        reps = [(_apply(rows, c), c, a) for rows, c, a in reps]
+    n_chi = len(reps[0][0])
+    rows, corr, mcse = [], [] if has_corr else None, {}
+    se = lambda x: np.std(x, axis=0, ddof=1) / math.sqrt(R)  # noqa: E731
+    for i in range(n_chi):
+        rr = [rep[0][i] for rep in reps]
+        stack = {k: np.stack([np.asarray(getattr(r, k), float) for r in rr]) for k in POOLED}
+        bad = [f"replica {k}: {r.status}" for k, r in enumerate(rr) if not r.converged]
+        row = rr[0]._replace(
+            **{k: v.mean(axis=0) for k, v in stack.items()},
+            ubar=float(np.mean([r.ubar for r in rr])),
+            converged=not bad,
+            iterations=max(r.iterations for r in rr),
+            residual=max(r.residual for r in rr),
+            normalisability=float(np.mean([r.normalisability for r in rr])),
+            status=bad[0] if bad else CONVERGED,
+        )
+        rows.append(row)
+        sc = kernel_scalars(stack["K_train"], y)  # (R,) each
+        vals = {k: stack[k] for k in ("f_train", "f_test", "var_train", "var_test")} | sc
+        for k in MCSE_VARS:
+            mcse.setdefault(k, []).append(se(vals[k]))
+        if corr is not None:
+            cc = [rep[1][i] for rep in reps]
+            st = {k: np.stack([getattr(c, k) for c in cc]) for k in Corrected._fields[:6]}
+            mean = {k: v.mean(axis=0) for k, v in st.items()}
+            corr.append(
+                Corrected(
+                    mean["shift_train"],
+                    mean["shift_test"],
+                    se(st["shift_train"]),
+                    se(st["shift_test"]),
+                    mean["tree_train"],
+                    mean["tree_test"],
+                )
+            )
+    attrs = {}
+    for k in reps[0][2]:  # per-chi solver attributes: ESS summed, refreshes max, others mean
+        vals = np.array([rep[2][k] for rep in reps], dtype=float)  # (R, chi)
+        pool = {"ess": np.sum, "population_refreshes": np.max}.get(k, np.mean)
+        attrs[k] = pool(vals, axis=0)
+    attrs.update(replicas=R, n_draws=per * R)
+    return Replicated(rows, corr, {k: np.stack(v) for k, v in mcse.items()}, attrs)
+
+
+def relative_error(rows: list[Row], mcse: dict) -> float:
+    """The theory's relative Monte-Carlo error: max over chi and train/test of
+    |f_mcse| / |f| (what n_draws="auto" drives below rtol); NaN-safe (inf for NaN rows)."""
+    out = 0.0
+    for i, r in enumerate(rows):
+        for side in ("train", "test"):
+            f = np.asarray(getattr(r, f"f_{side}"))
+            e = float(np.linalg.norm(mcse[f"f_{side}"][i]) / np.linalg.norm(f))
+            out = max(out, e if np.isfinite(e) else math.inf)
+    return out
+
+
+def _sampled(run, options: dict, y: np.ndarray, label: str) -> Replicated:
+    """A sampled theory with its error bar: fixed n_draws, or n_draws="auto" (from N_DRAWS_START
+    total draws, grow M (at least doubling, to the power of 2 that the 1/sqrt(M) fall of the
+    error predicts for rtol) until the relative error is below rtol; at the cap n_draws_max warn
+    and report the achieved error)."""
+    opts = dict(options)
+    n = opts.pop("n_draws", "auto")
+    R = int(opts.pop("replicas", REPLICAS))
+    rtol = float(opts.pop("rtol", RTOL))
+    cap = int(opts.pop("n_draws_max", N_DRAWS_MAX))
+    if R < 2:
+        raise ValueError(f"replicas must be >= 2 (the error bar needs a scatter), got {R}")
+    if n != "auto":
+        if isinstance(n, str) or int(n) < 2 * R:
+            raise ValueError(f"n_draws must be 'auto' or an integer >= 2 * replicas, got {n!r}")
+        out = _replicated(run, opts, int(n), R, y)
+        out.attrs["relative_mcse"] = relative_error(out.rows, out.mcse)
+        return out
+    if not rtol > 0:
+        raise ValueError(f"rtol must be > 0, got {rtol}")
+    M = min(N_DRAWS_START, cap)
+    while True:
+        out = _replicated(run, opts, M, R, y)
+        err = relative_error(out.rows, out.mcse)
+        if err <= rtol or M >= cap or not np.isfinite(err):
+            break
+        # the error falls like 1/sqrt(M): jump to the M that should reach rtol (at least 2M)
+        want = M * (err / rtol) ** 2 * 1.2
+        M = int(min(cap, max(2 * M, 2 ** math.ceil(math.log2(want)))))
+    out.attrs.update(relative_mcse=err, rtol=rtol)
+    if np.isfinite(err) and err > rtol:
+        warnings.warn(
+            f"theory.predict: {label} n_draws='auto' stopped at the cap n_draws_max={cap} with "
+            f"relative theory error {err:.2e} > rtol={rtol:.2e}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return out
 
 
 @with_float64
@@ -352,28 +551,50 @@ def predict(
     Variables: f_train, f_test, var_train, var_test, discrepancy_train/test = y - f, K_train,
     K_test_train (posterior mean hidden kernel (1/N) sum <phi phi^T>), kernel_target,
     kernel_trace, ubar (effective readout scale, g_w for nngp), converged, iterations, residual,
-    normalisability (c Delta^T K Delta).  one_loop and laplace_one_loop add correction_train/
-    test (the shift of the mean from its saddle), correction_size_train/test (|shift|/|saddle|)
-    and correction_mcse_train/test (batch-means standard error of the shift / |saddle|; it leaves
-    out the tree level's own importance-sampling noise, which at mean field dominates test
-    outputs at the default n_draws: raise n_draws to see it fall like 1/sqrt(M)).
-    Variances (var_*) and kernels of one_loop are the tree level's: their error is O(1/N)
-    relative (and O(chi/N) for the kernel's target direction at strong tilt).
-    options: closed_form (linear one_loop without Monte Carlo, default True), n_batches
-    (batches for the correction's Monte-Carlo error, default 8; 0 skips it), and the non-linear
-    solver's options (n_draws, seed, ess_min, n_chains, tol, maxiter, max_ratio, max_refresh).
+    normalisability (c Delta^T K Delta), status ("converged" or the reason it did not).
+    A chi whose solve did not converge (or whose measure is not normalisable) has NaN for every
+    output, converged=False, its reason in `status`, and one RuntimeWarning line naming the
+    method, chi and the reason.
+    Every method carries <v>_mcse for v in MCSE_VARS: the theory's own Monte-Carlo error (0 for
+    closed forms).  Sampled theories (non-linear tree and one_loop, linear one_loop with
+    closed_form=False) run `replicas` (default REPLICAS = 8) independent full solves with
+    n_draws // replicas draws each and report their mean and sd / sqrt(replicas): the whole
+    estimator's error (tree importance sampling, population refreshes and correction together;
+    a t-distributed error with replicas - 1 degrees of freedom).  n_draws="auto" (default)
+    starts at N_DRAWS_START total draws and grows them (at least doubling, to what the 1/sqrt(M)
+    fall of the error predicts) until the relative error max |f_mcse|/|f|
+    (train and test) is below rtol (default RTOL = 5e-4, about a quarter of the default sample
+    runs' relative MCSE of 2e-3 to 5e-3; 1e-4 costs about 25x more draws, docs/one_loop.md), or
+    warns at n_draws_max (default N_DRAWS_MAX) with the error it reached; the attributes
+    n_draws, replicas and relative_mcse say what was used.
+    one_loop and laplace_one_loop add correction_train/test (the shift of the mean from its
+    saddle), correction_size_train/test (|shift|/|saddle|) and correction_mcse_train/test
+    (replica standard error of the shift / |saddle|).
+    Variances and kernels: linear one_loop and laplace_one_loop report the one-loop second
+    moments in the scale s (theory/moments.py, O(1/N^2) relative at chi = 1); non-linear
+    one_loop with order="dressed" reports the one-loop train variances and train kernel
+    (dressed.dressed_moments; O(1/N^2) at chi = 1, O(1/N) relative at chi = N) and the tree
+    level's test variances and test-train kernel; tree and order="first" report the tree
+    level's (relative error O(1/N), O(1) for variances at chi = N).
+    options: closed_form (linear one_loop without Monte Carlo, default True), n_draws, replicas,
+    rtol, n_draws_max, and the non-linear solver's options (seed, ess_min, n_chains, tol,
+    maxiter, max_ratio, max_refresh); `method_options(method, activation)` lists them, and any
+    other key is a one-line ValueError naming the key and the method (closed forms take none).
     """
     _check(method, spec.activation, order)
+    _check_options(method, spec.activation, options)
     chis = check_chis(chis, spec.chi)
     if method == "exact":
         from .exact import predict_exact
 
         return predict_exact(spec, data, chis)
     closed_form = bool(options.pop("closed_form", True))
-    n_batches = int(options.pop("n_batches", 8))
     kern = _kernels(spec, data)
     linear = spec.activation == "linear"
-    attrs, corr = {}, None
+    y = np.asarray(data.y)
+    attrs, corr, mcse = {}, None, None
+    sampled = method in ("tree", "one_loop") and not linear
+    sampled |= method == "one_loop" and linear and not closed_form
     if method == "nngp":
         rows = _nngp(spec, data, chis, kern)
     elif method == "rescaling_tree":
@@ -386,19 +607,20 @@ def predict(
         rows, corr = _laplace(spec, data, chis, kern)
     elif method == "tree" and linear:
         rows = _rescaling(spec, data, chis, kern, trace=False, kernel_mode="tree")
-    elif method == "tree":
-        rows, _, attrs = _tilted(spec, data, chis, kern, None, options)
     elif linear and closed_form:
         rows, corr = _linear_one_loop(spec, data, chis, kern, order)
         rows = _apply(rows, corr)
     else:
-        rows, corr, attrs = _tilted(
-            spec, data, chis, kern, _sampled_correction(order, n_batches), options
-        )
-        rows = _apply(rows, corr)
-    ds = assemble(
-        rows, chis, spec, data, method, extra=None if corr is None else _correction_vars(corr)
-    )
+        correct = None if method == "tree" else _sampled_correction(order)
+        rep = _sampled(lambda o: _tilted(spec, data, chis, kern, correct, o), options, y, method)
+        rows, corr, mcse, attrs = rep.rows, rep.corr, rep.mcse, rep.attrs
+    rows = finalise(rows, chis, method, normalisability=linear and method in LINEAR_TILT)
+    extra = {} if corr is None else _correction_vars(corr)
+    extra |= mcse_vars(rows, mcse)
+    bad = np.array([not r.converged for r in rows])
+    for k in [k for k in extra if k.startswith("correction")]:
+        extra[k][1][bad] = np.nan
+    ds = assemble(rows, chis, spec, data, method, extra=extra)
     ds.attrs.update(attrs)
     if method == "one_loop":
         ds.attrs["order"] = order

@@ -7,6 +7,7 @@ xarray.Dataset here, so the variables, dimensions and attributes have one defini
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -33,7 +34,12 @@ LONG_NAMES = {
     "iterations": "solver iterations",
     "residual": "solver residual (max abs)",
     "normalisability": "c Delta^T K Delta (linear tilt normalisable iff < 1)",
+    "status": "'converged', or why the solve did not converge (its outputs are then NaN)",
 }
+OUTPUTS = ("f_train", "var_train", "f_test", "var_test", "K_train", "K_test_train", "ubar")
+CONVERGED = "converged"  # the status of a row whose numbers are valid
+# the theory's own Monte-Carlo error is reported for these (docs/one_loop.md)
+MCSE_VARS = ("f_train", "f_test", "var_train", "var_test", "kernel_target", "kernel_trace")
 
 
 class PriorKernels(NamedTuple):
@@ -59,6 +65,65 @@ class Row(NamedTuple):
     iterations: int = 0
     residual: float = 0.0
     normalisability: float = math.nan
+    status: str = CONVERGED
+
+
+def not_converged(row: Row, reason: str) -> Row:
+    """The row with every output NaN (shapes kept), converged=False and status=reason; the
+    solver diagnostics (iterations, residual, normalisability) are kept."""
+    nan = {k: np.full(np.shape(getattr(row, k)), np.nan) for k in OUTPUTS}
+    nan["ubar"] = math.nan
+    return row._replace(converged=False, status=reason, **nan)
+
+
+def reason(row: Row, ess: float | None = None, ess_min: float | None = None) -> str:
+    """Why a row did not converge, in one line (normalisability, ESS, residual)."""
+    out = []
+    if np.isfinite(row.normalisability) and row.normalisability >= 1:
+        out.append(f"normalisability {row.normalisability:.3g} >= 1")
+    if ess is not None and ess_min is not None and ess < ess_min:
+        out.append(f"importance-sampling ESS {ess:.0f} < ess_min {ess_min:.0f}")
+    if not out or row.residual > 1e-8:
+        out.append(f"residual {row.residual:.1e} after {row.iterations} iterations")
+    return "; ".join(out)
+
+
+def finalise(rows: list[Row], chis, method: str, normalisability: bool = False) -> list[Row]:
+    """Rows that did not converge (or have non-finite outputs, or with normalisability=True a
+    linear tilt c Delta^T K Delta >= 1, i.e. no normalisable measure) become NaN with their
+    status; one RuntimeWarning line per such chi naming the method, chi and the reason."""
+    out = []
+    for chi, r in zip(chis, rows):
+        finite = all(np.all(np.isfinite(getattr(r, k))) for k in OUTPUTS[:-1])
+        if r.converged and not finite:
+            r = r._replace(converged=False, status="non-finite outputs")
+        if r.converged and normalisability and r.normalisability >= 1:
+            r = r._replace(converged=False, status=f"normalisability {r.normalisability:.3g} >= 1")
+        if not r.converged:
+            why = r.status if r.status != CONVERGED else reason(r)
+            warnings.warn(
+                f"theory.predict: {method} did not converge at chi={float(chi):g}: {why}; "
+                "its outputs are NaN",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            r = not_converged(r, why)
+        out.append(r)
+    return out
+
+
+def mcse_vars(rows: list[Row], mcse: dict | None = None) -> dict:
+    """assemble's `extra` entries <v>_mcse for v in MCSE_VARS: the given (n_chi, ...) standard
+    errors, zeros for closed forms (mcse=None); NaN where a row did not converge."""
+    bad = np.array([not r.converged for r in rows])
+    out = {}
+    for k in MCSE_VARS:
+        dims = ("train",) if k.endswith("_train") else ("test",) if k.endswith("_test") else ()
+        shape = (len(rows),) + (np.shape(getattr(rows[0], k)) if dims else ())
+        arr = np.zeros(shape) if mcse is None else np.array(mcse[k], float).reshape(shape)
+        arr[bad] = np.nan
+        out[f"{k}_mcse"] = (dims, arr, f"the theory's own Monte-Carlo standard error of {k}")
+    return out
 
 
 def check_chis(chis, default: float, sort: bool = True) -> np.ndarray:
@@ -95,7 +160,8 @@ def assemble(
     """Stack per-chi rows into the prediction Dataset over `chi`.
 
     extra: name -> (dims without chi, (n_chi, ...) array, long_name) for method-specific
-    variables (exact s moments, correction sizes and Monte-Carlo errors, ...).
+    variables (exact s moments, correction sizes and Monte-Carlo errors, ...).  A row that did
+    not converge has NaN outputs (`not_converged`): its kernel scalars are NaN too.
     """
     P, Pt = data.n_train, data.n_test
     st = lambda k: np.stack([np.asarray(getattr(r, k)) for r in rows])  # noqa: E731
@@ -118,6 +184,7 @@ def assemble(
         "iterations": (("chi",), st("iterations").astype(np.int64)),
         "residual": (("chi",), st("residual").astype(np.float64)),
         "normalisability": (("chi",), st("normalisability").astype(np.float64)),
+        "status": (("chi",), np.array([str(r.status) for r in rows], dtype=str)),
     }
     long_names = dict(LONG_NAMES)
     for name, (dims, arr, long_name) in (extra or {}).items():
