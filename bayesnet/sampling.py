@@ -32,7 +32,7 @@ ALGORITHMS = ("auto", "nuts", "chees")
 CHAIN_METHODS = ("auto",) + engine.CHAIN_METHODS
 DTYPES = ("float64", "float32")
 TARGET_ACCEPT = {"nuts": 0.8, "chees": 0.651}  # 0.651: optimal for fixed-length HMC
-CHEES_MIN_CHAINS = 256  # algorithm="auto": ChEES from this many chains on an accelerator
+CHEES_MIN_CHAINS = 16  # algorithm="auto": ChEES from this many chains on an accelerator
 
 
 def _check_int(name, value, minimum):
@@ -48,14 +48,16 @@ def _choice(name, value, allowed):
 
 
 def default_algorithm(chains: int) -> str:
-    """algorithm="auto": ChEES-HMC for many chains on an accelerator, NUTS otherwise.
+    """algorithm="auto": ChEES-HMC for 16 or more chains on an accelerator, NUTS otherwise.
 
     ChEES gives every chain of a batch the same number of leapfrog steps, so a batch wastes
-    nothing, while vectorized NUTS runs each batch as long as its longest tree (lock-step
-    efficiency 0.44-0.52 at 8-32 chains, BENCHMARKS.md): at 256 chains ChEES was 6x cheaper per
-    unit precision on the CPU and 2.4x on an H200.  With few chains ChEES's ensemble adaptation
-    is noisy (0.5-0.9x of NUTS at 32-64 chains, compilation included), and on a CPU NUTS chains
-    run one after another with no lock-step waste at all: NUTS there.
+    nothing, while vectorized NUTS runs each batch as long as its longest tree.  Measured on an
+    H200 (BENCHMARKS.md "GPU run 2", erf P=40, N=64, chi=8): ChEES 5.4x, 9.1x and 9.1x cheaper
+    per unit precision than NUTS at 16, 64 and 256 chains once compiled (NUTS lock-step
+    efficiency 0.56-0.36), and 3.9-4.8x at 1024 chains on the linear N=1024, P=512 case.  On a
+    CPU, NUTS chains run one after another with no lock-step waste, and ChEES's ensemble
+    adaptation is noisy with few chains (0.5-0.9x of NUTS at 32-64 chains, compilation
+    included): NUTS there.
     """
     if chains >= CHEES_MIN_CHAINS and jax.default_backend() != "cpu":
         return "chees"
