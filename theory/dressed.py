@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -274,3 +275,220 @@ def linear_tilted_sample(
         chi=chi,
         width=int(width),
     )
+
+
+# ------------------------------------------------------------------ large P: Wick dressing
+
+
+class Wick(NamedTuple):
+    """The Wick-dressed algebra in the eigenbasis of the tree kernel Q = U diag(lam) U^T.
+
+    m = eigenvalues of M, t = lam m, Kk_ij = 1/(N - g^2 t_i t_j) (the Hadamard inverse of
+    N - g^2 T (x) T), a and b = Q a in the eigenbasis, Cmat the (P, P) inverse that the rank-P
+    chi part of H needs (Woodbury in the P-vector c = T V b), Ymat its output vectors.
+    """
+
+    U: jnp.ndarray
+    lam: jnp.ndarray
+    m: jnp.ndarray
+    t: jnp.ndarray
+    Kk: jnp.ndarray
+    a: jnp.ndarray
+    b: jnp.ndarray
+    Cmat: jnp.ndarray
+    Ymat: jnp.ndarray
+    g: float
+    chi: float
+    N: float
+
+
+def _sym(X):
+    return 0.5 * (X + X.T)
+
+
+def wick_setup(Q, g, kap, chi, N, y) -> Wick:
+    """Eigen-decomposition of Q (P, P) and the O(P^3) pieces of W_G = (N - H Sigma_G)^-1."""
+    lam, U = jnp.linalg.eigh(_sym(Q))  # (P,), (P, P)
+    m = 1.0 / (g * lam + kap)  # (P,)
+    t = lam * m
+    Kk = 1.0 / (N - g * g * jnp.outer(t, t))  # (P, P)
+    a = m * (U.T @ y)  # (P,)  a = M y in the eigenbasis
+    b = lam * a  # (P,)  Q a
+    L = 0.5 * (t * a)[:, None] * Kk * b[None, :] + jnp.diag(0.5 * t * (Kk @ (a * b)))  # (P, P)
+    Cmat = jnp.linalg.inv(jnp.eye(lam.size) + 2.0 * chi * g * g * L)  # (P, P)
+    Ymat = -2.0 * chi * g * g * jnp.outer(lam * a, lam) * Kk  # (P, P) columns y_l
+    return Wick(U, lam, m, t, Kk, a, b, Cmat, Ymat, g, chi, N)
+
+
+def _W(w: Wick, F):
+    """W_G F = (N - H Sigma_G)^-1 on a dual symmetric matrix F (eigenbasis)."""
+    kF = w.Kk * F
+    c = w.Cmat @ (w.t * (kF @ w.b))  # (P,)
+    return kF - 2.0 * w.chi * w.g**2 * w.Kk * _sym(jnp.outer(w.a, c))
+
+
+def _Wt(w: Wick, X):
+    """The adjoint W_G^T X = (N - Sigma_G H)^-1 on a primal symmetric matrix X (eigenbasis)."""
+    kX = w.Kk * X
+    v = w.Cmat.T @ (kX @ w.a)  # (P,)
+    return kX - 2.0 * w.chi * w.g**2 * w.Kk * _sym(jnp.outer(w.t * v, w.b))
+
+
+def _H(w: Wick, X):
+    """Hessian of L on a primal symmetric matrix: -chi g^2 sym(a (M X a)^T) + g^2/2 M X M."""
+    g = w.g
+    return -w.chi * g * g * _sym(jnp.outer(w.a, w.m * (X @ w.a))) + 0.5 * g * g * (
+        w.m[:, None] * X * w.m[None, :]
+    )
+
+
+def _Gwick(w: Wick, F):
+    """Sigma_G W_G F with Sigma_G V = 2 Q V Q (the Gaussian part of Cov_t(z))."""
+    return 2.0 * w.lam[:, None] * _W(w, F) * w.lam[None, :]
+
+
+def _R(w: Wick, Xl):
+    """Rows l: sum_p Xl[l, p] sym(F_l)[p, :], (F_l)_ij = Cmat_li t_i Kk_ij b_j (P, P)."""
+    first = (((Xl * w.Cmat) * w.t[None, :]) @ w.Kk) * w.b[None, :]
+    second = (w.Cmat * w.t[None, :]) * ((Xl * w.b[None, :]) @ w.Kk)
+    return 0.5 * (first + second)
+
+
+def _contract(w: Wick, X):
+    """sum_qr (Sigma_G W_G)_qr E_q X E_r for a symmetric X (eigenbasis), (P, P)."""
+    k1 = 2.0 * jnp.outer(w.lam, w.lam) * w.Kk  # (P, P)
+    part1 = 0.5 * (k1 * X + jnp.diag(k1 @ jnp.diag(X)))
+    return part1 + w.Ymat @ _R(w, X) + _R(w, w.Ymat.T @ X)
+
+
+@jax.jit
+def _wick_pass1(phi, w, M, a):
+    """One block: sums of w phi phi^T, w (phi.M.phi) phi phi^T, w (phi.a)^2 phi phi^T."""
+    sM = jnp.sum((phi @ M) * phi, axis=1)  # (B,)
+    sa = phi @ a  # (B,)
+    wp = phi * w[:, None]  # (B, P)
+    return wp.T @ phi, (wp * sM[:, None]).T @ phi, (wp * (sa * sa)[:, None]).T @ phi
+
+
+def _kX(phi, Y, Kk, kz):
+    """Rows of (Kk o (phi phi^T - zbar)) y_m for every draw: phi o ((phi o Y) Kk) - Y kz."""
+    return phi * ((phi * Y) @ Kk) - Y @ kz
+
+
+@jax.jit
+def _wick_pass2(phi, phi_test, w, ws: Wick, z, src, Wsrc):
+    """One block in the eigenbasis: Sigma(src), C_u W src, k3 (q), u q, and b."""
+    g, chi, Kk, m, a, b = ws.g, ws.chi, ws.Kk, ws.m, ws.a, ws.b
+    kz = Kk * z  # (P, P)
+    sa = phi @ a  # (B,)
+    s1 = jnp.sum((phi @ src) * phi, axis=1) - jnp.sum(z * src)  # (B,)
+    s2 = jnp.sum((phi @ Wsrc) * phi, axis=1) - jnp.sum(z * Wsrc)  # (B,)
+    # q = zb^T A zb = <zb, W_G H zb> per draw (module docstring; A = W_G H)
+    r = phi * sa[:, None] - (z @ a)[None, :]  # (B, P)  Zb a
+    v = m[None, :] * r  # (B, P)  M Zb a
+    t1 = -chi * g * g * jnp.sum(a[None, :] * _kX(phi, v, Kk, kz), axis=1)
+    pm = phi * phi * m[None, :]  # (B, P)
+    kmm = kz * jnp.outer(m, m)
+    t2 = (
+        0.5
+        * g
+        * g
+        * (
+            jnp.sum((pm @ Kk) * pm, axis=1)
+            - 2.0 * jnp.sum((phi @ kmm) * phi, axis=1)
+            + jnp.sum(kmm * z)
+        )
+    )
+    mb = jnp.broadcast_to(m * b, phi.shape)
+    e = -0.5 * chi * g * g * (a[None, :] * ((v * b[None, :]) @ Kk) + v * (Kk @ (a * b))[None, :])
+    e = e + 0.5 * g * g * m[None, :] * _kX(phi, mb, Kk, kz)  # (B, P)  Kk o (H Zb) b
+    c = (e * ws.t[None, :]) @ ws.Cmat.T  # (B, P)
+    t3 = -2.0 * chi * g * g * jnp.sum(a[None, :] * _kX(phi, c, Kk, kz), axis=1)
+    q = t1 + t2 + t3  # (B,)
+    # s = phi^T M W_G^T(Zb) a per draw (the test cross term b)
+    rho = _kX(phi, jnp.broadcast_to(a, phi.shape), Kk, kz)  # (B, P)  Kk o Zb a
+    tv = ws.t[None, :] * (rho @ ws.Cmat)  # (B, P)
+    inner = rho - chi * g * g * (tv * (Kk @ (a * b))[None, :] + b[None, :] * ((tv * a) @ Kk))
+    s = jnp.sum(phi * m[None, :] * inner, axis=1)  # (B,)
+    wq = w * q
+    return (
+        (phi * (w * s1)[:, None]).T @ phi,
+        phi_test.T @ (w * sa * s2),
+        (phi * wq[:, None]).T @ phi,
+        jnp.sum(wq),
+        phi_test.T @ (wq * sa),
+        phi_test.T @ (w * s),
+    )
+
+
+@jax.jit
+def _wick_pass3(phi, phi_test, w, a, z, V):
+    """One block: sum of w u (phi^T V phi - tr(zbar V)), i.e. C_u V (P*,)."""
+    s = jnp.sum((phi @ V) * phi, axis=1) - jnp.sum(z * V)  # (B,)
+    return phi_test.T @ (w * (phi @ a) * s)
+
+
+@with_float64
+def wick_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Dressed one-loop at any P (f_train (P,), f_test (P*,)), units of y: the formulas of
+    `dressed_correction` with the propagator dressed by the Gaussian (Wick) part of the
+    feature covariance, Sigma_G V = 2 Q V Q; the rest of Sigma enters undressed, G = Sigma_G
+    W_G + (Sigma - Sigma_G)/N, A = W_G H (docs/one_loop.md, "Large P").  Exact (equal to
+    `dressed_correction`) when the tilted features are Gaussian (linear phi).  Memory
+    O(P^2 + block P), time O(M P^2 + P^3): three passes over the draws.
+    """
+    g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
+    t = t._replace(
+        phi=jnp.asarray(t.phi, jnp.float64),
+        phi_test=jnp.asarray(t.phi_test, jnp.float64),
+        w=jnp.asarray(t.w, jnp.float64),
+    )
+    Q, Q_test = tilted_kernels(t)
+    Q, Q_test = jnp.asarray(Q, jnp.float64), jnp.asarray(Q_test, jnp.float64)
+    y = jnp.asarray(t.y, jnp.float64)
+    M, a0 = gp_algebra(Q, g, kap, y)  # (P, P), (P,)
+    ws = wick_setup(Q, g, kap, chi, N, y)
+    U = ws.U
+    wsum = jnp.sum(t.w)
+    # pass 1: zbar, E[Zb M Zb], E[Zb a a^T Zb] (original basis), then the eigenbasis
+    Sz, SzMz, Saa, su = 0.0, 0.0, 0.0, 0.0
+    for ph, pt, wb in _blocks(t, block):
+        r = _wick_pass1(ph, wb, M, a0)
+        Sz, SzMz, Saa = Sz + r[0], SzMz + r[1], Saa + r[2]
+        su = su + pt.T @ (wb * (ph @ a0))
+    Sz, SzMz, Saa, su = Sz / wsum, SzMz / wsum, Saa / wsum, su / wsum
+    za = Sz @ a0
+    EZMZ = U.T @ (SzMz - Sz @ M @ Sz) @ U  # (P, P)
+    EZaZ = U.T @ (Saa - jnp.outer(za, za)) @ U  # (P, P)
+    z = _sym(U.T @ Sz @ U)  # (P, P)  zbar in the eigenbasis
+    lam, m, tt, a, b = ws.lam, ws.m, ws.t, ws.a, ws.b
+    S = _contract(ws, jnp.diag(m)) + (EZMZ - jnp.diag(lam * tt + jnp.sum(tt) * lam)) / N
+    Xi = _contract(ws, jnp.outer(a, a)) + (
+        EZaZ - jnp.outer(b, b) - jnp.dot(a, b) * jnp.diag(lam)
+    ) / N
+    S, Xi = _sym(S), _sym(Xi)
+    MSa = m * (S @ a)  # (P,)
+    L3G = chi * g**3 * (2.0 * _sym(jnp.outer(a, MSa)) + m[:, None] * Xi * m[None, :]) - g**3 * (
+        m[:, None] * S * m[None, :]
+    )
+    src = -0.5 * g * jnp.diag(m) + 0.5 * L3G  # (P, P) dual
+    Wsrc = _W(ws, src)
+    # pass 2 (eigenbasis): Sigma src, C_u W src, k3 A, u q, b
+    Ssrc, CuW, K3, sq, uq, bt = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for ph, pt, wb in _blocks(t, block):
+        r = _wick_pass2(ph @ U, pt, wb, ws, z, src, Wsrc)
+        Ssrc, CuW, K3, sq, uq, bt = (x + y_ for x, y_ in zip((Ssrc, CuW, K3, sq, uq, bt), r))
+    Ssrc, CuW, K3, sq, uq, bt = (x / wsum for x in (Ssrc, CuW, K3, sq, uq, bt))
+    K3 = K3 - z * sq  # (P, P)  E[q Zb]
+    uq = uq - su * sq  # (P*,)  E[(u - <u>) q]
+    Gsrc = _Gwick(ws, src) + (Ssrc - 2.0 * lam[:, None] * src * lam[None, :]) / N
+    AK3 = _W(ws, _H(ws, K3))  # (P, P) dual
+    CuA = 0.0
+    for ph, pt, wb in _blocks(t, block):
+        CuA = CuA + _wick_pass3(ph @ U, pt, wb, a, z, AK3)
+    CuA = CuA / wsum
+    E = Gsrc + 0.5 * _Wt(ws, K3)  # (P, P) primal: <eps>
+    a_mean = U @ (a - g * m * (E @ a) + g * g * MSa)  # (P,)
+    f_train = y - kap * a_mean
+    f_test = g * (Q_test @ a_mean + CuW + (0.5 / N) * (uq + CuA) - g * bt)  # (P*,)
+    return f_train, f_test
