@@ -492,3 +492,83 @@ def wick_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray, j
     f_train = y - kap * a_mean
     f_test = g * (Q_test @ a_mean + CuW + (0.5 / N) * (uq + CuA) - g * bt)  # (P*,)
     return f_train, f_test
+
+
+# ------------------------------------------------------------------ large P: draw space
+
+
+@jax.jit
+def _draw_space(phi, phi_test, w, z, su, M, a, g, kap, chi, N):
+    """Body of `draw_space_correction` (one compilation per shape); w sums to 1."""
+    P = phi.shape[1]
+    sa = phi @ a  # (m,)  phi.a
+    R = phi * sa[:, None] - (z @ a)[None, :]  # (m, P)  rows r_m = Zb_m a
+    PM = phi @ M  # (m, P)
+    Gm = PM @ phi.T  # (m, m)  phi_m^T M phi_n
+    zM = z @ M  # (P, P)
+    h = jnp.sum((PM @ z) * PM, axis=1)  # (m,)  phi^T M z M phi
+    c0 = jnp.sum(zM * zM.T)  # tr(M z M z)
+    trMZMZ = Gm * Gm - h[:, None] - h[None, :] + c0  # (m, m)
+    GH = -chi * g * g * (R @ M @ R.T) + 0.5 * g * g * trMZMZ  # (m, m)  Z H Z^T
+    GH = 0.5 * (GH + GH.T)
+    Gam = jnp.linalg.solve(N * jnp.eye(w.size) - w[:, None] * GH, jnp.diag(w))  # (m, m)
+    Gam = 0.5 * (Gam + Gam.T)  # (N - D GH)^-1 D, symmetric
+    GamGH = Gam @ GH  # (m, m)
+    # S = sum_mn Gam_mn Zb_m M Zb_n, Xi = sum_mn Gam_mn r_m r_n^T
+    gr = jnp.sum(Gam, axis=1)  # (m,)
+    S = (
+        phi.T @ ((Gam * Gm) @ phi)
+        - (phi.T * gr[None, :]) @ PM @ z
+        - z @ PM.T @ (phi * gr[:, None])
+        + jnp.sum(Gam) * (z @ M @ z)
+    )
+    S = 0.5 * (S + S.T)
+    Xi = R.T @ Gam @ R  # (P, P)
+    MSa = M @ (S @ a)  # (P,)
+    L3G = chi * g**3 * (jnp.outer(a, MSa) + jnp.outer(MSa, a) + M @ Xi @ M) - g**3 * (M @ S @ M)
+    src = -0.5 * g * M + 0.5 * L3G  # (P, P) dual
+    sig = jnp.sum((phi @ src) * phi, axis=1) - jnp.sum(z * src)  # (m,)  Z src
+    zt = lambda x: (phi.T * x[None, :]) @ phi - jnp.sum(x) * z  # noqa: E731  Z^T x (P, P)
+    Gsrc = zt(Gam @ sig)  # (P, P) primal: G src
+    q = (jnp.diag(GH) + jnp.sum(GH * GamGH.T, axis=1)) / N  # (m,)  zb^T A zb
+    K3 = zt(w * q)  # (P, P)  E[zb q]
+    HK3 = -chi * g * g * 0.5 * (
+        jnp.outer(a, M @ K3 @ a) + jnp.outer(M @ K3 @ a, a)
+    ) + 0.5 * g * g * (M @ K3 @ M)  # (P, P) dual
+    zHK3 = jnp.sum((phi @ HK3) * phi, axis=1) - jnp.sum(z * HK3)  # (m,)
+    WtK3 = (K3 + zt(w * jnp.linalg.solve((N * jnp.eye(w.size) - w[:, None] * GH).T, zHK3))) / N
+    E = Gsrc + 0.5 * WtK3  # (P, P) primal: <eps>
+    a_mean = a - g * M @ (E @ a) + g * g * MSa  # (P,)
+    # test: u = phi_* (phi.a), C_u v = sum_m w_m (u_m - <u>) (Z v)_m
+    ub = phi_test * sa[:, None] - su[None, :]  # (m, P*)
+    ZWsrc = (sig + GH @ (Gam @ sig)) / N  # (m,)  Z W src
+    zeta = (zHK3 + GH @ (Gam @ zHK3)) / N  # (m,)  Z A k3A
+    s = (jnp.sum(PM * R, axis=1) + jnp.sum((PM @ R.T) * GamGH.T, axis=1)) / N  # (m,)
+    f_test_parts = ub.T @ (w * ZWsrc) + (0.5 / N) * (ub.T @ (w * q) + ub.T @ (w * zeta))
+    return a_mean, f_test_parts, phi_test.T @ (w * s)
+
+
+@with_float64
+def draw_space_correction(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """`dressed_correction` computed in the space of the M draws instead of the d = P(P+1)/2
+    pairs: Sigma = Z^T D Z has rank M, so (N - H Sigma)^-1 follows from Woodbury with the
+    (M, M) matrix N - D Z H Z^T, whose entries are P-space products of the draws
+    (docs/one_loop.md, "Large P").  Same numbers as `dressed_correction` for the same draws;
+    memory O(M^2 + M P + P^2), time O(M^2 P + M^3 + M P^2)."""
+    g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
+    t = t._replace(
+        phi=jnp.asarray(t.phi, jnp.float64),
+        phi_test=jnp.asarray(t.phi_test, jnp.float64),
+        w=jnp.asarray(t.w, jnp.float64),
+    )
+    Q, Q_test = tilted_kernels(t)
+    Q, Q_test = jnp.asarray(Q, jnp.float64), jnp.asarray(Q_test, jnp.float64)
+    y = jnp.asarray(t.y, jnp.float64)
+    M, a = gp_algebra(Q, g, kap, y)
+    w = t.w / jnp.sum(t.w)  # (m,)
+    z = (t.phi * w[:, None]).T @ t.phi  # (P, P)  E_t[phi phi^T]
+    su = (t.phi_test * w[:, None]).T @ (t.phi @ a)  # (P*,)  E_t[u]
+    a_mean, parts, bt = _draw_space(t.phi, t.phi_test, w, z, su, M, a, g, kap, chi, N)
+    f_train = y - kap * a_mean
+    f_test = g * (Q_test @ a_mean + parts - g * bt)
+    return f_train, f_test
