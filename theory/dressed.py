@@ -47,8 +47,10 @@ from bayesnet.precision import with_float64
 
 from .fluctuation import TiltedSample, gp_algebra, tilted_kernels
 
-P_MAX = 80  # d = 3240: measured 52 s CPU and 1.6 GB peak per call at M = 32768 (P=40: 3.9 s)
+P_MAX = 80  # vech path up to here: d = 3240, measured 52 s CPU and 1.6 GB per call at M = 32768
 BLOCK = 2048  # draws per block in the passes over the draws
+DRAW_BATCH = 1024  # beyond P_MAX: draws per batch of the draw-space path (theory.predict)
+DRAW_MAX = 4096  # beyond P_MAX: most draws in one draw-space call (M^2 memory, M^3 time)
 
 
 def vech_index(P: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,13 +115,14 @@ def _blocks(t: TiltedSample, block: int):
         yield phi[sl], phi_t[sl], w[sl]
 
 
-def check_size(P: int) -> None:
-    """One-line ValueError when P is beyond what the dense vech algebra allows (P_MAX)."""
-    if P > P_MAX:
+def check_size(P: int, M: int) -> None:
+    """One-line ValueError when neither the vech path (P <= P_MAX) nor the draw-space path
+    (M <= DRAW_MAX draws) fits; theory.predict splits the draws into batches instead."""
+    if P > P_MAX and M > DRAW_MAX:
         raise ValueError(
-            f"P={P} train points is beyond the dressed one-loop's limit P <= {P_MAX} "
-            f"(d = P(P+1)/2 = {P * (P + 1) // 2}: dense d x d algebra); use the "
-            f"first-order correction"
+            f"P={P} train points with M={M} draws is beyond the dressed one-loop's limits "
+            f"(vech path P <= {P_MAX}, draw-space path M <= {DRAW_MAX}); split the draws "
+            f"into batches (fluctuation.batches) and average, as theory.predict does"
         )
 
 
@@ -128,10 +131,13 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     """Dressed one-loop posterior mean outputs (f_train (P,), f_test (P*,)), units of y.
 
     t: tilted single-neuron draws at the tree-level saddle (tree tilt, lambda = 0).  Formulas in
-    the module docstring; memory O(d^2 + block d), time O(M d^2 + d^3), d = P(P+1)/2.
+    the module docstring; memory O(d^2 + block d), time O(M d^2 + d^3), d = P(P+1)/2.  Beyond
+    P_MAX the same numbers come from `draw_space_correction` (at most DRAW_MAX draws).
     """
     P = int(t.phi.shape[1])
-    check_size(P)
+    check_size(P, int(t.phi.shape[0]))
+    if P > P_MAX:
+        return draw_space_correction(t)
     g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
     Q, Q_test = tilted_kernels(
         t._replace(
@@ -449,6 +455,7 @@ def wick_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray, j
     M, a0 = gp_algebra(Q, g, kap, y)  # (P, P), (P,)
     ws = wick_setup(Q, g, kap, chi, N, y)
     U = ws.U
+    block = max(block, (1 << 21) // Q.shape[0])  # few large blocks when P is small (cubature)
     wsum = jnp.sum(t.w)
     # pass 1: zbar, E[Zb M Zb], E[Zb a a^T Zb] (original basis), then the eigenbasis
     Sz, SzMz, Saa, su = 0.0, 0.0, 0.0, 0.0
@@ -463,9 +470,10 @@ def wick_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray, j
     z = _sym(U.T @ Sz @ U)  # (P, P)  zbar in the eigenbasis
     lam, m, tt, a, b = ws.lam, ws.m, ws.t, ws.a, ws.b
     S = _contract(ws, jnp.diag(m)) + (EZMZ - jnp.diag(lam * tt + jnp.sum(tt) * lam)) / N
-    Xi = _contract(ws, jnp.outer(a, a)) + (
-        EZaZ - jnp.outer(b, b) - jnp.dot(a, b) * jnp.diag(lam)
-    ) / N
+    Xi = (
+        _contract(ws, jnp.outer(a, a))
+        + (EZaZ - jnp.outer(b, b) - jnp.dot(a, b) * jnp.diag(lam)) / N
+    )
     S, Xi = _sym(S), _sym(Xi)
     MSa = m * (S @ a)  # (P,)
     L3G = chi * g**3 * (2.0 * _sym(jnp.outer(a, MSa)) + m[:, None] * Xi * m[None, :]) - g**3 * (
@@ -500,7 +508,6 @@ def wick_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray, j
 @jax.jit
 def _draw_space(phi, phi_test, w, z, su, M, a, g, kap, chi, N):
     """Body of `draw_space_correction` (one compilation per shape); w sums to 1."""
-    P = phi.shape[1]
     sa = phi @ a  # (m,)  phi.a
     R = phi * sa[:, None] - (z @ a)[None, :]  # (m, P)  rows r_m = Zb_m a
     PM = phi @ M  # (m, P)
