@@ -29,7 +29,10 @@ tilted measure is Gaussian and `linear_tilted_sample` gives exact moments (a deg
 cubature), so the code path can be checked against the exact linear posterior.
 
 Cost: two passes of O(M d^2) over the draws in blocks (memory O(d^2 + block d)) plus O(d^3)
-dense algebra; see `P_MAX`.
+dense algebra; see `P_MAX`.  Large P (docs/one_loop.md, "Large P"): the same formulas in the
+space of the draws (`draw_space_correction`, Woodbury, O(M^2 P + M^3)), run on batches of
+DRAW_BATCH draws by theory.predict; and, exact for Gaussian (linear) features only, the
+Wick-dressed eigenbasis form (`wick_correction`, O(M P^2 + P^3)).
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ from .fluctuation import TiltedSample, gp_algebra, tilted_kernels
 
 P_MAX = 80  # vech path up to here: d = 3240, measured 52 s CPU and 1.6 GB per call at M = 32768
 BLOCK = 2048  # draws per block in the passes over the draws
-DRAW_BATCH = 1024  # beyond P_MAX: draws per batch of the draw-space path (theory.predict)
+VECH_P = 48  # theory.predict: vech path up to here, batches of the draw-space path beyond
+DRAW_BATCH = 1024  # beyond VECH_P: draws per batch of the draw-space path (theory.predict)
 DRAW_MAX = 4096  # beyond P_MAX: most draws in one draw-space call (M^2 memory, M^3 time)
 
 

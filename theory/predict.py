@@ -196,7 +196,7 @@ def _sampled_correction(order: str, n_batches: int):
 
     def correct(t: fluctuation.TiltedSample) -> Corrected:
         M, P = t.phi.shape
-        if order == "dressed" and P > dressed.P_MAX:  # large P: mean over draw-space batches
+        if order == "dressed" and P > dressed.VECH_P:  # large P: mean over draw-space batches
             nb = max(n_batches, 2, -(-M // dressed.DRAW_BATCH))
             parts = [_shift(b, order)[2:] for b in fluctuation.batches(t, nb)]
             b_tr, b_te = np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
