@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -582,4 +583,11 @@ def draw_space_correction(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray]:
     a_mean, parts, bt = _draw_space(t.phi, t.phi_test, w, z, su, M, a, g, kap, chi, N)
     f_train = y - kap * a_mean
     f_test = g * (Q_test @ a_mean + parts - g * bt)
+    if not (bool(jnp.all(jnp.isfinite(f_train))) and bool(jnp.all(jnp.isfinite(f_test)))):
+        warnings.warn(
+            f"dressed one-loop at chi={chi:g}: N - D Z H Z^T is singular (the propagator does "
+            f"not exist); returning NaN",
+            stacklevel=2,
+        )
+        return jnp.full_like(f_train, jnp.nan), jnp.full_like(f_test, jnp.nan)
     return f_train, f_test
