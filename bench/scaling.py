@@ -10,7 +10,8 @@ Erf network N=256, D=50, chi=N, Ising task; fitted exponents are log-log least s
             its batch errors), default 32768 draws; the tree level alone is timed too.
 
 Usage: OPENBLAS_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/scaling.py \
-           [--P 128 256 512 1024 2048] [--timeout 600] [--out bench/results/scaling.json]
+           [--methods sampler,one_loop] \
+           [--P 128 256 512 1024 2048] [--n-draws 32768] [--timeout 600] [--out FILE]
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ SAMPLER = """
 import json, resource, time, bayesnet as bn
 d = bn.ising({P}, 64, 50, flip=0.1, seed=0)
 s = bn.NetworkSpec(width=256, activation="erf", chi=256.0, kappa=0.3)
+c0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 t = bn.sample(s, d, method="collapsed", chains=1, warmup={warmup}, draws={draws},
               max_tree_depth=3, progress=False, seed=1)
 a = t.attrs
 print(json.dumps({{"sample_s": a["timing_sample_s"], "compile_s": a["timing_compile_s"],
+                  "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - c0,
                   "grads": int(a.get("timing_n_grad", 0)),
                   "maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}}))
 """
@@ -40,11 +43,15 @@ ONE_LOOP = """
 import json, resource, time, bayesnet as bn, theory
 d = bn.ising({P}, 64, 50, flip=0.1, seed=0)
 s = bn.NetworkSpec(width=256, activation="erf", kappa=0.3)
-t0 = time.perf_counter(); tr = theory.predict(s, d, [256.0], method="tree")
-tree_s = time.perf_counter() - t0
-t0 = time.perf_counter(); ds = theory.predict(s, d, [256.0], method="one_loop")
-one_s = time.perf_counter() - t0
-print(json.dumps({{"tree_s": tree_s, "one_loop_s": one_s,
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+t0, c0 = time.perf_counter(), cpu()
+tr = theory.predict(s, d, [256.0], method="tree", n_draws={n_draws})
+tree_s, tree_cpu = time.perf_counter() - t0, cpu() - c0
+t0, c0 = time.perf_counter(), cpu()
+ds = theory.predict(s, d, [256.0], method="one_loop", n_draws={n_draws})
+one_s, one_cpu = time.perf_counter() - t0, cpu() - c0
+print(json.dumps({{"tree_s": tree_s, "one_loop_s": one_s, "tree_cpu_s": tree_cpu,
+                  "one_loop_cpu_s": one_cpu, "n_draws": {n_draws},
                   "converged": bool(ds.converged.all()),
                   "correction_size": float(ds.correction_size_train[0]),
                   "correction_mcse": float(ds.correction_mcse_train[0]),
@@ -84,13 +91,19 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--draws", type=int, default=10)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--n-draws", type=int, default=32768, help="one-loop tilted draws")
     ap.add_argument("--out", default="bench/results/scaling.json")
     args = ap.parse_args()
-    rows = {"sampler": [], "one_loop": []}
+    if os.path.exists(args.out):  # add to the rows of an earlier run (e.g. the other method)
+        with open(args.out) as f:
+            old = json.load(f)["rows"]
+    else:
+        old = {"sampler": [], "one_loop": []}
+    rows = {m: [r for r in old[m] if m not in args.methods.split(",")] for m in old}
     for method in args.methods.split(","):
         for P in args.P:
             code = (SAMPLER if method == "sampler" else ONE_LOOP).format(
-                P=P, warmup=args.warmup, draws=args.draws
+                P=P, warmup=args.warmup, draws=args.draws, n_draws=args.n_draws
             )
             r = {"P": P, **run(code, args.timeout)}
             if method == "sampler" and r.get("grads"):
@@ -102,6 +115,8 @@ def main() -> None:
         "sampler_maxrss_gb": exponent(rows["sampler"], "maxrss_gb"),
         "one_loop_s": exponent(rows["one_loop"], "one_loop_s"),
         "tree_s": exponent(rows["one_loop"], "tree_s"),
+        "one_loop_cpu_s": exponent(rows["one_loop"], "one_loop_cpu_s"),
+        "tree_cpu_s": exponent(rows["one_loop"], "tree_cpu_s"),
         "one_loop_maxrss_gb": exponent(rows["one_loop"], "maxrss_gb"),
     }
     print("exponents", json.dumps(fits), flush=True)
