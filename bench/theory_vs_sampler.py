@@ -101,8 +101,8 @@ def run_sampler(P: int, chains: int, warmup: int, draws: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--P-sampler", type=int, nargs="+", default=[64, 128])
-    ap.add_argument("--P-theory", type=int, nargs="+", default=[64, 128, 320])
+    ap.add_argument("--P-sampler", type=int, nargs="*", default=[64, 128])
+    ap.add_argument("--P-theory", type=int, nargs="*", default=[64, 128, 320])
     ap.add_argument("--theory-json", nargs="*", default=[], help="theory rows measured elsewhere")
     ap.add_argument("--sampler-json", nargs="*", default=[], help="sampler rows measured before")
     ap.add_argument("--chains", type=int, default=2)
@@ -156,7 +156,10 @@ def main() -> None:
                 continue
             mean_k = samp[P]["mean_k"] if measured else t["kernel_target"]
             eps_k = t["rel_precision"] * abs(mean_k)
-            need = max(c["f"] / eps_f**2, c["k"] / eps_k**2)
+            need_f, need_k = c["f"] / eps_f**2, c["k"] / eps_k**2
+            need = max(need_f, need_k)
+            row[f"sampler_{unit}_to_target_f_s"] = need_f
+            row[f"sampler_{unit}_to_target_k_s"] = need_k
             row[f"sampler_{unit}_to_target_s"] = need
             row[f"ratio_{unit}"] = need / t[f"theory_{unit}_s"]
         rows.append(row)
