@@ -441,11 +441,12 @@ def _wick_pass3(phi, phi_test, w, a, z, V):
 
 @with_float64
 def wick_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Dressed one-loop at any P (f_train (P,), f_test (P*,)), units of y: the formulas of
-    `dressed_correction` with the propagator dressed by the Gaussian (Wick) part of the
-    feature covariance, Sigma_G V = 2 Q V Q; the rest of Sigma enters undressed, G = Sigma_G
-    W_G + (Sigma - Sigma_G)/N, A = W_G H (docs/one_loop.md, "Large P").  Exact (equal to
-    `dressed_correction`) when the tilted features are Gaussian (linear phi).  Memory
+    """Dressed one-loop for Gaussian (linear) tilted features at any P (f_train (P,), f_test
+    (P*,)), units of y: the formulas of `dressed_correction` with the propagator dressed by the
+    Gaussian (Wick) part of the feature covariance, Sigma_G V = 2 Q V Q; the rest of Sigma
+    enters undressed, G = Sigma_G W_G + (Sigma - Sigma_G)/N, A = W_G H.  Equal to
+    `dressed_correction` when the features are Gaussian (the linear cubature); NOT a valid
+    approximation for bounded features such as erf (docs/one_loop.md, "Large P").  Memory
     O(P^2 + block P), time O(M P^2 + P^3): three passes over the draws.
     """
     g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
