@@ -401,6 +401,8 @@ def make_data(table: dict) -> bayesnet.Dataset:
         return datasets.make(table.get("name", "ising"), **params)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"config: [data]: {err}") from None
+    except OSError as err:  # a real-image set that cannot be fetched: where to put the file
+        raise ConfigError(f"config: [data]: {err}") from None
 
 
 @dataclasses.dataclass(frozen=True)

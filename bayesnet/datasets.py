@@ -1,11 +1,16 @@
-"""Data sets the posteriors are studied on: Ising task, teachers, XOR, user arrays.
+"""Data sets the posteriors are studied on: Ising task, teachers, XOR, real images, user arrays.
 
 Every set is a `Dataset` of float64 numpy arrays X (P, D), y (P,), X_test (P*, D), y_test (P*,).
+The real-image tasks (`digits`, `mnist`, `cifar10`) are binary class pairs with labels +1 / -1,
+read through scikit-learn (imported lazily: the synthetic sets do not need it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
+import warnings
 from typing import Any
 
 import numpy as np
@@ -201,11 +206,196 @@ def xor(
     )
 
 
-DATASETS = {"ising": ising, "teacher": teacher, "xor": xor}
+# ------------------------------------------------------------------ real images, class pairs
+
+
+def data_home() -> pathlib.Path:
+    """Cache folder of the downloaded image sets: $BAYESNET_DATA or ~/.cache/bayesnet/data."""
+    env = os.environ.get("BAYESNET_DATA")
+    return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache/bayesnet/data"
+
+
+# name -> (OpenML data set name, number of pixels, number of classes)
+OPENML = {"mnist": ("mnist_784", 784, 10), "cifar10": ("CIFAR_10", 3072, 10)}
+
+
+def _openml_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """All images (n, pixels) uint8 and integer labels (n,) of an OpenML set, cached as .npz.
+
+    The first call downloads through scikit-learn's `fetch_openml` into `data_home()` and keeps
+    a compact copy `<openml name>.npz` (arrays X, y) there; later calls read only that file.
+    """
+    openml_name, n_pix, _ = OPENML[name]
+    home = data_home()
+    path = home / f"{openml_name}.npz"
+    if not path.is_file():
+        try:
+            from sklearn.datasets import fetch_openml
+
+            home.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():  # its retry warnings; the error below says it all
+                warnings.simplefilter("ignore")
+                X, y = fetch_openml(
+                    openml_name,
+                    version=1,
+                    data_home=str(home),
+                    return_X_y=True,
+                    as_frame=False,
+                    n_retries=1,
+                    delay=0.5,
+                )
+            X, y = np.asarray(X, dtype=np.uint8), np.asarray(y).astype(np.int64)
+            np.savez_compressed(path, X=X, y=y)
+        except Exception as err:  # no network, a firewall, a broken download: say what to do
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise FileNotFoundError(
+                f"{name}: cannot fetch OpenML '{openml_name}' ({reason[:120]}); put "
+                f"{path.name} with arrays X (n, {n_pix}) uint8 and y (n,) int labels into "
+                f"{home} (or set BAYESNET_DATA to its folder)"
+            ) from None
+    with np.load(path, allow_pickle=False) as npz:
+        return npz["X"], npz["y"]
+
+
+def _check_pair(n_train, n_test, dim, pos_class, neg_class, n_classes) -> tuple[int, int, int]:
+    """Validate the arguments of a class-pair task (before any download); the three counts."""
+    n_train, n_test, dim = _count("n_train", n_train), _count("n_test", n_test), _count("dim", dim)
+    for key, c in (("pos_class", pos_class), ("neg_class", neg_class)):
+        if isinstance(c, bool) or int(c) != c or not 0 <= int(c) < n_classes:
+            raise ValueError(f"{key} must be a class index in 0..{n_classes - 1}, got {c!r}")
+    if int(pos_class) == int(neg_class):
+        raise ValueError(f"pos_class and neg_class must differ, got {pos_class!r} twice")
+    return n_train, n_test, dim
+
+
+def _pair_task(
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    n_train: int,
+    n_test: int,
+    dim: int,
+    pos_class: int,
+    neg_class: int,
+    seed: int,
+) -> Dataset:
+    """Binary task of two classes: y = +1 for `pos_class`, -1 for `neg_class`, balanced.
+
+    Disjoint train and test points are drawn with `seed`.  Standardisation uses the training
+    images only: pixels are centred, projected onto the top `dim` principal directions, and
+    scaled by one number so that the mean squared training norm is `dim` (the input kernel
+    (g_v/D) x.x then has mean diagonal g_v, as for the synthetic sets).  One global scale, not
+    one per pixel, keeps the decaying spectrum of real images and leaves rare pixels small.
+    """
+    n_train, n_test, dim = _check_pair(n_train, n_test, dim, pos_class, neg_class, n_classes)
+    rng = np.random.default_rng(seed)
+    n_pos_tr, n_pos_te = -(-n_train // 2), -(-n_test // 2)
+    picks = []
+    for c, n_tr, n_te in (
+        (pos_class, n_pos_tr, n_pos_te),
+        (neg_class, n_train - n_pos_tr, n_test - n_pos_te),
+    ):
+        idx = np.flatnonzero(labels == int(c))
+        if n_tr + n_te > idx.size:
+            raise ValueError(
+                f"n_train + n_test = {n_train + n_test} needs {n_tr + n_te} images of class "
+                f"{c} in {name}, which has {idx.size}"
+            )
+        idx = rng.permutation(idx)
+        picks.append((idx[:n_tr], idx[n_tr : n_tr + n_te]))
+    tr = rng.permutation(np.concatenate([picks[0][0], picks[1][0]]))
+    te = rng.permutation(np.concatenate([picks[0][1], picks[1][1]]))
+    y_of = lambda ix: np.where(labels[ix] == int(pos_class), 1.0, -1.0)
+    X = np.asarray(images[tr], dtype=np.float64)  # (P, pixels)
+    Xt = np.asarray(images[te], dtype=np.float64)  # (P*, pixels)
+    mu = X.mean(axis=0)  # (pixels,)
+    X, Xt = X - mu, Xt - mu
+    _, s, Vt = np.linalg.svd(X, full_matrices=False)  # Vt (r, pixels)
+    rank = int(np.sum(s > 1e-8 * s[0]))
+    if dim > rank:
+        raise ValueError(
+            f"dim must be <= {rank} (rank of the {n_train} centred training images of "
+            f"{name}), got {dim}"
+        )
+    X, Xt = X @ Vt[:dim].T, Xt @ Vt[:dim].T  # (P, D), (P*, D)
+    scale = np.sqrt(dim / np.mean(np.sum(X**2, axis=1)))
+    params = (
+        ("pos_class", int(pos_class)),
+        ("neg_class", int(neg_class)),
+        ("seed", int(seed)),
+    )
+    return Dataset(scale * X, y_of(tr), scale * Xt, y_of(te), name=name, params=params)
+
+
+def digits(
+    n_train: int = 100,
+    n_test: int = 100,
+    dim: int = 32,
+    pos_class: int = 1,
+    neg_class: int = 7,
+    seed: int = 0,
+) -> Dataset:
+    """8x8 handwritten digits (scikit-learn's bundled copy, offline), two classes, +1 / -1.
+
+    About 180 images per class; inputs centred, projected to `dim` principal directions and
+    scaled (see `_pair_task`).
+    """
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)  # (1797, 64), (1797,)
+    return _pair_task(
+        "digits", images, labels, 10, n_train, n_test, dim, pos_class, neg_class, seed
+    )
+
+
+def mnist(
+    n_train: int = 500,
+    n_test: int = 500,
+    dim: int = 50,
+    pos_class: int = 1,
+    neg_class: int = 7,
+    seed: int = 0,
+) -> Dataset:
+    """MNIST (OpenML 'mnist_784', 70000 images 28x28), two classes, +1 / -1, projected to `dim`.
+
+    Downloaded once into `data_home()`; offline, a one-line FileNotFoundError says which file to
+    put where.
+    """
+    _check_pair(n_train, n_test, dim, pos_class, neg_class, 10)
+    images, labels = _openml_arrays("mnist")
+    return _pair_task("mnist", images, labels, 10, n_train, n_test, dim, pos_class, neg_class, seed)
+
+
+def cifar10(
+    n_train: int = 500,
+    n_test: int = 500,
+    dim: int = 50,
+    pos_class: int = 3,
+    neg_class: int = 5,
+    seed: int = 0,
+) -> Dataset:
+    """CIFAR-10 (OpenML 'CIFAR_10', 60000 colour images 32x32x3), two classes (default cat 3 vs
+    dog 5), +1 / -1, projected to `dim`.  Downloaded once into `data_home()` like `mnist`."""
+    _check_pair(n_train, n_test, dim, pos_class, neg_class, 10)
+    images, labels = _openml_arrays("cifar10")
+    return _pair_task(
+        "cifar10", images, labels, 10, n_train, n_test, dim, pos_class, neg_class, seed
+    )
+
+
+DATASETS = {
+    "ising": ising,
+    "teacher": teacher,
+    "xor": xor,
+    "digits": digits,
+    "mnist": mnist,
+    "cifar10": cifar10,
+}
 
 
 def make(name: str, **kwargs: Any) -> Dataset:
-    """Build a named data set (`ising`, `teacher`, `xor`) from keyword parameters."""
+    """Build a named data set (`ising`, `teacher`, `xor`, `digits`, `mnist`, `cifar10`)."""
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
     return DATASETS[name](**kwargs)

@@ -130,12 +130,12 @@ def test_test_formula_with_test_equal_train_is_the_train_formula(data):
 
 
 def test_too_many_train_points_is_a_one_line_error():
-    P = dressed.P_MAX + 1
-    z = jnp.zeros((2, P))
+    P, M = dressed.P_MAX + 1, dressed.DRAW_MAX + 2
+    z = jnp.zeros((M, P))
     t = TiltedSample(
         z,
         z[:, :3],
-        jnp.full(2, 0.5),
+        jnp.full(M, 1.0 / M),
         jnp.eye(P),
         jnp.zeros((3, P)),
         True,
@@ -145,7 +145,7 @@ def test_too_many_train_points_is_a_one_line_error():
         1.0,
         64,
     )
-    with pytest.raises(ValueError, match=f"P={P}"):
+    with pytest.raises(ValueError, match=f"P={P} train points with M={M} draws"):
         dressed.dressed_correction(t)
 
 
@@ -179,3 +179,78 @@ def test_dressed_second_moments_against_exact(data):
             assert hi["v"] < 0.1 * hi["v_tree"]
         else:
             assert lo["v_tree"] / hi["v_tree"] < 2.0  # the tree level's O(1) relative error
+
+
+# ------------------------------------------------------------------ large P (docs/one_loop.md)
+
+
+def _erf_sample(data, n: int, seed: int, chi: float, width: int) -> TiltedSample:
+    """Erf draws with skewed importance weights (a tilt along y) and the control variate."""
+    rng = np.random.default_rng(seed)
+    X = np.asarray(data.X)
+    V = rng.standard_normal((n, X.shape[1])) / math.sqrt(X.shape[1])
+    phi = np.asarray(bn.activation_fn("erf")(V @ X.T))  # (M, P)
+    phi_t = np.asarray(bn.activation_fn("erf")(V @ np.asarray(data.X_test).T))  # (M, P*)
+    s = phi @ np.asarray(data.y)
+    w = np.exp(0.02 * s * s)
+    K = phi.T @ phi / n
+    return TiltedSample(
+        jnp.asarray(phi),
+        jnp.asarray(phi_t),
+        jnp.asarray(w / w.sum()),
+        jnp.asarray(K),
+        jnp.asarray(phi_t.T @ phi / n),
+        True,
+        jnp.asarray(data.y),
+        1.3,
+        0.3,
+        chi,
+        width,
+    )
+
+
+@pytest.mark.parametrize("chi", [1.0, 32.0])
+def test_draw_space_path_is_the_vech_path(data, chi):
+    """Woodbury in the space of the draws gives the vech formulas' numbers for the same draws
+    (an identity of linear algebra; erf features, skewed weights, control variate)."""
+    t = _erf_sample(data, 600, 4, chi, 32)
+    f, ft = dressed.dressed_correction(t)
+    f2, ft2 = dressed.draw_space_correction(t)
+    scale = float(jnp.max(jnp.abs(f)))
+    assert float(jnp.max(jnp.abs(f - f2))) < 1e-9 * scale
+    assert float(jnp.max(jnp.abs(ft - ft2))) < 1e-9 * scale
+
+
+@pytest.mark.parametrize("N, chi", [(16, 16.0), (64, 8.0), (64, 1.0)])
+def test_wick_path_is_exact_for_gaussian_features(data, N, chi):
+    """For linear phi the tilted features are Gaussian, Sigma = Sigma_G, and the Wick-dressed
+    O(M P^2) path equals the vech path on the exact cubature moments."""
+    t = _tree_sample(data, N, chi)
+    f, ft = dressed.dressed_correction(t)
+    f2, ft2 = dressed.wick_correction(t)
+    scale = float(jnp.max(jnp.abs(f)))
+    assert float(jnp.max(jnp.abs(f - f2))) < 1e-10 * scale
+    assert float(jnp.max(jnp.abs(ft - ft2))) < 1e-10 * scale
+
+
+@pytest.mark.slow
+def test_large_p_one_loop_matches_the_exact_linear_shift():
+    """P = 96 > P_MAX: predict's batch-mean of the draw-space path on sampled linear features
+    (closed_form=False) reproduces the closed-form (exact-moment) dressed shift within its
+    replica standard error (4 replicas; 4 standard errors) plus a plug-in bias bound of 5% of the
+    shift."""
+    data = bn.teacher(96, 24, 16, activation="linear", noise=0.1, seed=2)
+    spec = bn.NetworkSpec(width=128, activation="linear", kappa=0.3)
+    ref = theory.predict(spec, data, [1.0, 128.0], method="one_loop")
+    got = theory.predict(
+        spec, data, [1.0, 128.0], method="one_loop", closed_form=False, n_draws=8192, replicas=4
+    )
+    for i in range(2):
+        for side in ("train", "test"):
+            s_ref = ref[f"correction_{side}"].values[i]
+            s_got = got[f"correction_{side}"].values[i]
+            tree = np.linalg.norm(got[f"f_{side}"].values[i] - s_got)
+            se = got[f"correction_mcse_{side}"].values[i] * tree  # |standard error| (norm)
+            err = np.linalg.norm(s_got - s_ref)
+            assert err < 4.0 * se + 0.05 * np.linalg.norm(s_ref), (i, side, err, se)
+            assert se < 0.5 * np.linalg.norm(s_ref)  # the check has power

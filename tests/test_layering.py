@@ -89,7 +89,8 @@ CORE = {
     "__init__",
 }
 ALLOWED = {
-    "core": {"numpy", "scipy", "jax", "xarray"},
+    # scikit-learn: the real-image loaders of bayesnet.datasets (imported inside them)
+    "core": {"numpy", "scipy", "jax", "xarray", "sklearn"},
     # BlackJAX and optax (its optimiser, for ChEES adaptation): optional sampler backends
     "samplers": {"numpy", "scipy", "jax", "xarray", "numpyro", "tqdm", "blackjax", "optax"},
     "theory": {"numpy", "scipy", "jax", "xarray"},

@@ -97,7 +97,9 @@ def test_from_arrays_rejects(name, value, match):
         (lambda: bn.teacher(activation="sin"), "activation"),
         (lambda: bn.teacher(noise=-1), "noise"),
         (lambda: bn.xor(separation=0), "separation"),
-        (lambda: datasets.make("mnist"), "dataset"),
+        (lambda: datasets.make("svhn"), "dataset"),
+        (lambda: bn.mnist(pos_class=3, neg_class=3), "must differ"),  # before any download
+        (lambda: bn.cifar10(n_train=0), "n_train"),
     ],
 )
 def test_generators_reject(call, match):

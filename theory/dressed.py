@@ -29,13 +29,18 @@ tilted measure is Gaussian and `linear_tilted_sample` gives exact moments (a deg
 cubature), so the code path can be checked against the exact linear posterior.
 
 Cost: two passes of O(M d^2) over the draws in blocks (memory O(d^2 + block d)) plus O(d^3)
-dense algebra; see `P_MAX`.
+dense algebra; see `P_MAX`.  Large P (docs/one_loop.md, "Large P"): the same formulas in the
+space of the draws (`draw_space_correction`, Woodbury, O(M^2 P + M^3)), run on batches of
+DRAW_BATCH draws by theory.predict; and, exact for Gaussian (linear) features only, the
+Wick-dressed eigenbasis form (`wick_correction`, O(M P^2 + P^3)).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +51,11 @@ from bayesnet.precision import with_float64
 
 from .fluctuation import TiltedSample, gp_algebra, tilted_kernels
 
-P_MAX = 80  # d = 3240: measured 52 s CPU and 1.6 GB peak per call at M = 32768 (P=40: 3.9 s)
+P_MAX = 80  # vech path up to here: d = 3240, measured 52 s CPU and 1.6 GB per call at M = 32768
 BLOCK = 2048  # draws per block in the passes over the draws
+VECH_P = 48  # theory.predict: vech path up to here, batches of the draw-space path beyond
+DRAW_BATCH = 1024  # beyond VECH_P: draws per batch of the draw-space path (theory.predict)
+DRAW_MAX = 4096  # beyond P_MAX: most draws in one draw-space call (M^2 memory, M^3 time)
 
 
 def vech_index(P: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,13 +120,14 @@ def _blocks(t: TiltedSample, block: int):
         yield phi[sl], phi_t[sl], w[sl]
 
 
-def check_size(P: int) -> None:
-    """One-line ValueError when P is beyond what the dense vech algebra allows (P_MAX)."""
-    if P > P_MAX:
+def check_size(P: int, M: int) -> None:
+    """One-line ValueError when neither the vech path (P <= P_MAX) nor the draw-space path
+    (M <= DRAW_MAX draws) fits; theory.predict splits the draws into batches instead."""
+    if P > P_MAX and M > DRAW_MAX:
         raise ValueError(
-            f"P={P} train points is beyond the dressed one-loop's limit P <= {P_MAX} "
-            f"(d = P(P+1)/2 = {P * (P + 1) // 2}: dense d x d algebra); use the "
-            f"first-order correction"
+            f"P={P} train points with M={M} draws is beyond the dressed one-loop's limits "
+            f"(vech path P <= {P_MAX}, draw-space path M <= {DRAW_MAX}); split the draws "
+            f"into batches and average, as theory.predict does"
         )
 
 
@@ -127,7 +136,8 @@ def dressed_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray
     """Dressed one-loop posterior mean outputs (f_train (P,), f_test (P*,)), units of y.
 
     t: tilted single-neuron draws at the tree-level saddle (tree tilt, lambda = 0).  Formulas in
-    the module docstring; memory O(d^2 + block d), time O(M d^2 + d^3), d = P(P+1)/2.
+    the module docstring; memory O(d^2 + block d), time O(M d^2 + d^3), d = P(P+1)/2.  Beyond
+    P_MAX the same numbers come from `draw_space_correction` (at most DRAW_MAX draws).
     """
     f_train, f_test, _, _ = dressed_moments(t, block)
     return f_train, f_test
@@ -143,7 +153,9 @@ def dressed_moments(t: TiltedSample, block: int = BLOCK):
               + diag(J G J^T),   J = dm/dx = kappa g_w M EA (P, d)
     (E[v(K^)] to one loop plus Var[m(K^)]; docs/one_loop.md)."""
     P = int(t.phi.shape[1])
-    check_size(P)
+    check_size(P, int(t.phi.shape[0]))
+    if P > P_MAX:  # no pair-space objects: means only, second moments left to the caller
+        return (*draw_space_correction(t), None, None)
     g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
     Q, Q_test = tilted_kernels(
         t._replace(
@@ -294,3 +306,309 @@ def linear_tilted_sample(
         chi=chi,
         width=int(width),
     )
+
+
+# ------------------------------------------------------------------ large P: Wick dressing
+
+
+class Wick(NamedTuple):
+    """The Wick-dressed algebra in the eigenbasis of the tree kernel Q = U diag(lam) U^T.
+
+    m = eigenvalues of M, t = lam m, Kk_ij = 1/(N - g^2 t_i t_j) (the Hadamard inverse of
+    N - g^2 T (x) T), a and b = Q a in the eigenbasis, Cmat the (P, P) inverse that the rank-P
+    chi part of H needs (Woodbury in the P-vector c = T V b), Ymat its output vectors.
+    """
+
+    U: jnp.ndarray
+    lam: jnp.ndarray
+    m: jnp.ndarray
+    t: jnp.ndarray
+    Kk: jnp.ndarray
+    a: jnp.ndarray
+    b: jnp.ndarray
+    Cmat: jnp.ndarray
+    Ymat: jnp.ndarray
+    g: float
+    chi: float
+    N: float
+
+
+def _sym(X):
+    return 0.5 * (X + X.T)
+
+
+def wick_setup(Q, g, kap, chi, N, y) -> Wick:
+    """Eigen-decomposition of Q (P, P) and the O(P^3) pieces of W_G = (N - H Sigma_G)^-1."""
+    lam, U = jnp.linalg.eigh(_sym(Q))  # (P,), (P, P)
+    m = 1.0 / (g * lam + kap)  # (P,)
+    t = lam * m
+    Kk = 1.0 / (N - g * g * jnp.outer(t, t))  # (P, P)
+    a = m * (U.T @ y)  # (P,)  a = M y in the eigenbasis
+    b = lam * a  # (P,)  Q a
+    L = 0.5 * (t * a)[:, None] * Kk * b[None, :] + jnp.diag(0.5 * t * (Kk @ (a * b)))  # (P, P)
+    Cmat = jnp.linalg.inv(jnp.eye(lam.size) + 2.0 * chi * g * g * L)  # (P, P)
+    Ymat = -2.0 * chi * g * g * jnp.outer(lam * a, lam) * Kk  # (P, P) columns y_l
+    return Wick(U, lam, m, t, Kk, a, b, Cmat, Ymat, g, chi, N)
+
+
+def _W(w: Wick, F):
+    """W_G F = (N - H Sigma_G)^-1 on a dual symmetric matrix F (eigenbasis)."""
+    kF = w.Kk * F
+    c = w.Cmat @ (w.t * (kF @ w.b))  # (P,)
+    return kF - 2.0 * w.chi * w.g**2 * w.Kk * _sym(jnp.outer(w.a, c))
+
+
+def _Wt(w: Wick, X):
+    """The adjoint W_G^T X = (N - Sigma_G H)^-1 on a primal symmetric matrix X (eigenbasis)."""
+    kX = w.Kk * X
+    v = w.Cmat.T @ (kX @ w.a)  # (P,)
+    return kX - 2.0 * w.chi * w.g**2 * w.Kk * _sym(jnp.outer(w.t * v, w.b))
+
+
+def _H(w: Wick, X):
+    """Hessian of L on a primal symmetric matrix: -chi g^2 sym(a (M X a)^T) + g^2/2 M X M."""
+    g = w.g
+    return -w.chi * g * g * _sym(jnp.outer(w.a, w.m * (X @ w.a))) + 0.5 * g * g * (
+        w.m[:, None] * X * w.m[None, :]
+    )
+
+
+def _Gwick(w: Wick, F):
+    """Sigma_G W_G F with Sigma_G V = 2 Q V Q (the Gaussian part of Cov_t(z))."""
+    return 2.0 * w.lam[:, None] * _W(w, F) * w.lam[None, :]
+
+
+def _R(w: Wick, Xl):
+    """Rows l: sum_p Xl[l, p] sym(F_l)[p, :], (F_l)_ij = Cmat_li t_i Kk_ij b_j (P, P)."""
+    first = (((Xl * w.Cmat) * w.t[None, :]) @ w.Kk) * w.b[None, :]
+    second = (w.Cmat * w.t[None, :]) * ((Xl * w.b[None, :]) @ w.Kk)
+    return 0.5 * (first + second)
+
+
+def _contract(w: Wick, X):
+    """sum_qr (Sigma_G W_G)_qr E_q X E_r for a symmetric X (eigenbasis), (P, P)."""
+    k1 = 2.0 * jnp.outer(w.lam, w.lam) * w.Kk  # (P, P)
+    part1 = 0.5 * (k1 * X + jnp.diag(k1 @ jnp.diag(X)))
+    return part1 + w.Ymat @ _R(w, X) + _R(w, w.Ymat.T @ X)
+
+
+@jax.jit
+def _wick_pass1(phi, w, M, a):
+    """One block: sums of w phi phi^T, w (phi.M.phi) phi phi^T, w (phi.a)^2 phi phi^T."""
+    sM = jnp.sum((phi @ M) * phi, axis=1)  # (B,)
+    sa = phi @ a  # (B,)
+    wp = phi * w[:, None]  # (B, P)
+    return wp.T @ phi, (wp * sM[:, None]).T @ phi, (wp * (sa * sa)[:, None]).T @ phi
+
+
+def _kX(phi, Y, Kk, kz):
+    """Rows of (Kk o (phi phi^T - zbar)) y_m for every draw: phi o ((phi o Y) Kk) - Y kz."""
+    return phi * ((phi * Y) @ Kk) - Y @ kz
+
+
+@jax.jit
+def _wick_pass2(phi, phi_test, w, ws: Wick, z, src, Wsrc):
+    """One block in the eigenbasis: Sigma(src), C_u W src, k3 (q), u q, and b."""
+    g, chi, Kk, m, a, b = ws.g, ws.chi, ws.Kk, ws.m, ws.a, ws.b
+    kz = Kk * z  # (P, P)
+    sa = phi @ a  # (B,)
+    s1 = jnp.sum((phi @ src) * phi, axis=1) - jnp.sum(z * src)  # (B,)
+    s2 = jnp.sum((phi @ Wsrc) * phi, axis=1) - jnp.sum(z * Wsrc)  # (B,)
+    # q = zb^T A zb = <zb, W_G H zb> per draw (module docstring; A = W_G H)
+    r = phi * sa[:, None] - (z @ a)[None, :]  # (B, P)  Zb a
+    v = m[None, :] * r  # (B, P)  M Zb a
+    t1 = -chi * g * g * jnp.sum(a[None, :] * _kX(phi, v, Kk, kz), axis=1)
+    pm = phi * phi * m[None, :]  # (B, P)
+    kmm = kz * jnp.outer(m, m)
+    t2 = (
+        0.5
+        * g
+        * g
+        * (
+            jnp.sum((pm @ Kk) * pm, axis=1)
+            - 2.0 * jnp.sum((phi @ kmm) * phi, axis=1)
+            + jnp.sum(kmm * z)
+        )
+    )
+    mb = jnp.broadcast_to(m * b, phi.shape)
+    e = -0.5 * chi * g * g * (a[None, :] * ((v * b[None, :]) @ Kk) + v * (Kk @ (a * b))[None, :])
+    e = e + 0.5 * g * g * m[None, :] * _kX(phi, mb, Kk, kz)  # (B, P)  Kk o (H Zb) b
+    c = (e * ws.t[None, :]) @ ws.Cmat.T  # (B, P)
+    t3 = -2.0 * chi * g * g * jnp.sum(a[None, :] * _kX(phi, c, Kk, kz), axis=1)
+    q = t1 + t2 + t3  # (B,)
+    # s = phi^T M W_G^T(Zb) a per draw (the test cross term b)
+    rho = _kX(phi, jnp.broadcast_to(a, phi.shape), Kk, kz)  # (B, P)  Kk o Zb a
+    tv = ws.t[None, :] * (rho @ ws.Cmat)  # (B, P)
+    inner = rho - chi * g * g * (tv * (Kk @ (a * b))[None, :] + b[None, :] * ((tv * a) @ Kk))
+    s = jnp.sum(phi * m[None, :] * inner, axis=1)  # (B,)
+    wq = w * q
+    return (
+        (phi * (w * s1)[:, None]).T @ phi,
+        phi_test.T @ (w * sa * s2),
+        (phi * wq[:, None]).T @ phi,
+        jnp.sum(wq),
+        phi_test.T @ (wq * sa),
+        phi_test.T @ (w * s),
+    )
+
+
+@jax.jit
+def _wick_pass3(phi, phi_test, w, a, z, V):
+    """One block: sum of w u (phi^T V phi - tr(zbar V)), i.e. C_u V (P*,)."""
+    s = jnp.sum((phi @ V) * phi, axis=1) - jnp.sum(z * V)  # (B,)
+    return phi_test.T @ (w * (phi @ a) * s)
+
+
+@with_float64
+def wick_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Dressed one-loop for Gaussian (linear) tilted features at any P (f_train (P,), f_test
+    (P*,)), units of y: the formulas of `dressed_correction` with the propagator dressed by the
+    Gaussian (Wick) part of the feature covariance, Sigma_G V = 2 Q V Q; the rest of Sigma
+    enters undressed, G = Sigma_G W_G + (Sigma - Sigma_G)/N, A = W_G H.  Equal to
+    `dressed_correction` when the features are Gaussian (the linear cubature); NOT a valid
+    approximation for bounded features such as erf (docs/one_loop.md, "Large P").  Memory
+    O(P^2 + block P), time O(M P^2 + P^3): three passes over the draws.
+    """
+    g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
+    t = t._replace(
+        phi=jnp.asarray(t.phi, jnp.float64),
+        phi_test=jnp.asarray(t.phi_test, jnp.float64),
+        w=jnp.asarray(t.w, jnp.float64),
+    )
+    Q, Q_test = tilted_kernels(t)
+    Q, Q_test = jnp.asarray(Q, jnp.float64), jnp.asarray(Q_test, jnp.float64)
+    y = jnp.asarray(t.y, jnp.float64)
+    M, a0 = gp_algebra(Q, g, kap, y)  # (P, P), (P,)
+    ws = wick_setup(Q, g, kap, chi, N, y)
+    U = ws.U
+    block = max(block, (1 << 21) // Q.shape[0])  # few large blocks when P is small (cubature)
+    wsum = jnp.sum(t.w)
+    # pass 1: zbar, E[Zb M Zb], E[Zb a a^T Zb] (original basis), then the eigenbasis
+    Sz, SzMz, Saa, su = 0.0, 0.0, 0.0, 0.0
+    for ph, pt, wb in _blocks(t, block):
+        r = _wick_pass1(ph, wb, M, a0)
+        Sz, SzMz, Saa = Sz + r[0], SzMz + r[1], Saa + r[2]
+        su = su + pt.T @ (wb * (ph @ a0))
+    Sz, SzMz, Saa, su = Sz / wsum, SzMz / wsum, Saa / wsum, su / wsum
+    za = Sz @ a0
+    EZMZ = U.T @ (SzMz - Sz @ M @ Sz) @ U  # (P, P)
+    EZaZ = U.T @ (Saa - jnp.outer(za, za)) @ U  # (P, P)
+    z = _sym(U.T @ Sz @ U)  # (P, P)  zbar in the eigenbasis
+    lam, m, tt, a, b = ws.lam, ws.m, ws.t, ws.a, ws.b
+    S = _contract(ws, jnp.diag(m)) + (EZMZ - jnp.diag(lam * tt + jnp.sum(tt) * lam)) / N
+    Xi = (
+        _contract(ws, jnp.outer(a, a))
+        + (EZaZ - jnp.outer(b, b) - jnp.dot(a, b) * jnp.diag(lam)) / N
+    )
+    S, Xi = _sym(S), _sym(Xi)
+    MSa = m * (S @ a)  # (P,)
+    L3G = chi * g**3 * (2.0 * _sym(jnp.outer(a, MSa)) + m[:, None] * Xi * m[None, :]) - g**3 * (
+        m[:, None] * S * m[None, :]
+    )
+    src = -0.5 * g * jnp.diag(m) + 0.5 * L3G  # (P, P) dual
+    Wsrc = _W(ws, src)
+    # pass 2 (eigenbasis): Sigma src, C_u W src, k3 A, u q, b
+    Ssrc, CuW, K3, sq, uq, bt = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for ph, pt, wb in _blocks(t, block):
+        r = _wick_pass2(ph @ U, pt, wb, ws, z, src, Wsrc)
+        Ssrc, CuW, K3, sq, uq, bt = (x + y_ for x, y_ in zip((Ssrc, CuW, K3, sq, uq, bt), r))
+    Ssrc, CuW, K3, sq, uq, bt = (x / wsum for x in (Ssrc, CuW, K3, sq, uq, bt))
+    K3 = K3 - z * sq  # (P, P)  E[q Zb]
+    uq = uq - su * sq  # (P*,)  E[(u - <u>) q]
+    Gsrc = _Gwick(ws, src) + (Ssrc - 2.0 * lam[:, None] * src * lam[None, :]) / N
+    AK3 = _W(ws, _H(ws, K3))  # (P, P) dual
+    CuA = 0.0
+    for ph, pt, wb in _blocks(t, block):
+        CuA = CuA + _wick_pass3(ph @ U, pt, wb, a, z, AK3)
+    CuA = CuA / wsum
+    E = Gsrc + 0.5 * _Wt(ws, K3)  # (P, P) primal: <eps>
+    a_mean = U @ (a - g * m * (E @ a) + g * g * MSa)  # (P,)
+    f_train = y - kap * a_mean
+    f_test = g * (Q_test @ a_mean + CuW + (0.5 / N) * (uq + CuA) - g * bt)  # (P*,)
+    return f_train, f_test
+
+
+# ------------------------------------------------------------------ large P: draw space
+
+
+@jax.jit
+def _draw_space(phi, phi_test, w, z, su, M, a, g, kap, chi, N):
+    """Body of `draw_space_correction` (one compilation per shape); w sums to 1."""
+    sa = phi @ a  # (m,)  phi.a
+    R = phi * sa[:, None] - (z @ a)[None, :]  # (m, P)  rows r_m = Zb_m a
+    PM = phi @ M  # (m, P)
+    Gm = PM @ phi.T  # (m, m)  phi_m^T M phi_n
+    zM = z @ M  # (P, P)
+    h = jnp.sum((PM @ z) * PM, axis=1)  # (m,)  phi^T M z M phi
+    c0 = jnp.sum(zM * zM.T)  # tr(M z M z)
+    trMZMZ = Gm * Gm - h[:, None] - h[None, :] + c0  # (m, m)
+    GH = -chi * g * g * (R @ M @ R.T) + 0.5 * g * g * trMZMZ  # (m, m)  Z H Z^T
+    GH = 0.5 * (GH + GH.T)
+    Gam = jnp.linalg.solve(N * jnp.eye(w.size) - w[:, None] * GH, jnp.diag(w))  # (m, m)
+    Gam = 0.5 * (Gam + Gam.T)  # (N - D GH)^-1 D, symmetric
+    GamGH = Gam @ GH  # (m, m)
+    # S = sum_mn Gam_mn Zb_m M Zb_n, Xi = sum_mn Gam_mn r_m r_n^T
+    gr = jnp.sum(Gam, axis=1)  # (m,)
+    S = (
+        phi.T @ ((Gam * Gm) @ phi)
+        - (phi.T * gr[None, :]) @ PM @ z
+        - z @ PM.T @ (phi * gr[:, None])
+        + jnp.sum(Gam) * (z @ M @ z)
+    )
+    S = 0.5 * (S + S.T)
+    Xi = R.T @ Gam @ R  # (P, P)
+    MSa = M @ (S @ a)  # (P,)
+    L3G = chi * g**3 * (jnp.outer(a, MSa) + jnp.outer(MSa, a) + M @ Xi @ M) - g**3 * (M @ S @ M)
+    src = -0.5 * g * M + 0.5 * L3G  # (P, P) dual
+    sig = jnp.sum((phi @ src) * phi, axis=1) - jnp.sum(z * src)  # (m,)  Z src
+    zt = lambda x: (phi.T * x[None, :]) @ phi - jnp.sum(x) * z  # noqa: E731  Z^T x (P, P)
+    Gsrc = zt(Gam @ sig)  # (P, P) primal: G src
+    q = (jnp.diag(GH) + jnp.sum(GH * GamGH.T, axis=1)) / N  # (m,)  zb^T A zb
+    K3 = zt(w * q)  # (P, P)  E[zb q]
+    HK3 = -chi * g * g * 0.5 * (
+        jnp.outer(a, M @ K3 @ a) + jnp.outer(M @ K3 @ a, a)
+    ) + 0.5 * g * g * (M @ K3 @ M)  # (P, P) dual
+    zHK3 = jnp.sum((phi @ HK3) * phi, axis=1) - jnp.sum(z * HK3)  # (m,)
+    WtK3 = (K3 + zt(w * jnp.linalg.solve((N * jnp.eye(w.size) - w[:, None] * GH).T, zHK3))) / N
+    E = Gsrc + 0.5 * WtK3  # (P, P) primal: <eps>
+    a_mean = a - g * M @ (E @ a) + g * g * MSa  # (P,)
+    # test: u = phi_* (phi.a), C_u v = sum_m w_m (u_m - <u>) (Z v)_m
+    ub = phi_test * sa[:, None] - su[None, :]  # (m, P*)
+    ZWsrc = (sig + GH @ (Gam @ sig)) / N  # (m,)  Z W src
+    zeta = (zHK3 + GH @ (Gam @ zHK3)) / N  # (m,)  Z A k3A
+    s = (jnp.sum(PM * R, axis=1) + jnp.sum((PM @ R.T) * GamGH.T, axis=1)) / N  # (m,)
+    f_test_parts = ub.T @ (w * ZWsrc) + (0.5 / N) * (ub.T @ (w * q) + ub.T @ (w * zeta))
+    return a_mean, f_test_parts, phi_test.T @ (w * s)
+
+
+@with_float64
+def draw_space_correction(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """`dressed_correction` computed in the space of the M draws instead of the d = P(P+1)/2
+    pairs: Sigma = Z^T D Z has rank M, so (N - H Sigma)^-1 follows from Woodbury with the
+    (M, M) matrix N - D Z H Z^T, whose entries are P-space products of the draws
+    (docs/one_loop.md, "Large P").  Same numbers as `dressed_correction` for the same draws;
+    memory O(M^2 + M P + P^2), time O(M^2 P + M^3 + M P^2)."""
+    g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
+    t = t._replace(
+        phi=jnp.asarray(t.phi, jnp.float64),
+        phi_test=jnp.asarray(t.phi_test, jnp.float64),
+        w=jnp.asarray(t.w, jnp.float64),
+    )
+    Q, Q_test = tilted_kernels(t)
+    Q, Q_test = jnp.asarray(Q, jnp.float64), jnp.asarray(Q_test, jnp.float64)
+    y = jnp.asarray(t.y, jnp.float64)
+    M, a = gp_algebra(Q, g, kap, y)
+    w = t.w / jnp.sum(t.w)  # (m,)
+    z = (t.phi * w[:, None]).T @ t.phi  # (P, P)  E_t[phi phi^T]
+    su = (t.phi_test * w[:, None]).T @ (t.phi @ a)  # (P*,)  E_t[u]
+    a_mean, parts, bt = _draw_space(t.phi, t.phi_test, w, z, su, M, a, g, kap, chi, N)
+    f_train = y - kap * a_mean
+    f_test = g * (Q_test @ a_mean + parts - g * bt)
+    if not (bool(jnp.all(jnp.isfinite(f_train))) and bool(jnp.all(jnp.isfinite(f_test)))):
+        warnings.warn(
+            f"dressed one-loop at chi={chi:g}: N - D Z H Z^T is singular (the propagator does "
+            f"not exist); returning NaN",
+            stacklevel=2,
+        )
+        return jnp.full_like(f_train, jnp.nan), jnp.full_like(f_test, jnp.nan)
+    return f_train, f_test

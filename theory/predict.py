@@ -239,7 +239,8 @@ def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[
                 chi,
                 spec.width,
             )
-            _, _, s_tr, s_te, _, _ = _shift(t, order)  # second moments: the Laplace ones below
+            # second moments: the Laplace ones below
+            _, _, s_tr, s_te, _, _ = _shift(t, order, gaussian=True)
         out.append(
             Corrected(s_tr, s_te, np.zeros_like(s_tr), np.zeros_like(s_te), row.f_train, row.f_test)
         )
@@ -248,16 +249,44 @@ def _linear_one_loop(spec, data, chis, kern: PriorKernels, order: str) -> tuple[
     return new_rows, out
 
 
-def _shift(t: fluctuation.TiltedSample, order: str) -> tuple:
+def _shift(t: fluctuation.TiltedSample, order: str, gaussian: bool = False) -> tuple:
     """(tree train, tree test, shift train, shift test, one-loop mean kernel train (P, P) or
-    None, one-loop output variance train (P,) or None) of one correction on one sample."""
+    None, one-loop output variance train (P,) or None) of one correction on one sample.
+    gaussian=True: the features are Gaussian (linear cubature), where dressed.wick_correction is
+    exact at O(M P^2) instead of O(M d^2); its second moments are left to the caller.  Beyond
+    dressed.VECH_P the dressed means come from the draw-space path, averaged over batches of
+    dressed.DRAW_BATCH draws (M^3 cost), and the second moments stay tree level."""
     if order == "first":
         return tuple(np.asarray(x) for x in fluctuation.first_order_shift(t)) + (None, None)
     Q, Q_t = fluctuation.tilted_kernels(t)
     _, a = fluctuation.gp_algebra(Q, t.g_w, t.kappa, t.y)
     tr, te = np.asarray(t.g_w * Q @ a), np.asarray(t.g_w * Q_t @ a)
+    if gaussian:
+        f_tr, f_te = dressed.wick_correction(t)
+        return tr, te, np.asarray(f_tr) - tr, np.asarray(f_te) - te, None, None
+    M, P = t.phi.shape
+    if P > dressed.VECH_P:
+        parts = [dressed.draw_space_correction(b) for b in _batches(t, dressed.DRAW_BATCH)]
+        f_tr = np.mean([np.asarray(x[0]) for x in parts], axis=0)  # (P,)
+        f_te = np.mean([np.asarray(x[1]) for x in parts], axis=0)  # (P*,)
+        return tr, te, f_tr - tr, f_te - te, None, None
     f_tr, f_te, K, v = dressed.dressed_moments(t)
     return tr, te, np.asarray(f_tr) - tr, np.asarray(f_te) - te, np.asarray(K), np.asarray(v)
+
+
+def _batches(t: fluctuation.TiltedSample, size: int) -> list[fluctuation.TiltedSample]:
+    """The draws split into disjoint batches of about `size` (an even number, so antithetic
+    pairs stay together), weights renormalised per batch: the large-P dressed path's
+    correction is the mean of its batches' corrections (each O(size^3))."""
+    M = int(t.phi.shape[0])
+    n = max(1, M // size)
+    step = 2 * (M // (2 * n))
+    out = []
+    for b in range(n):
+        sl = slice(b * step, (b + 1) * step)
+        w = t.w[sl]
+        out.append(t._replace(phi=t.phi[sl], phi_test=t.phi_test[sl], w=w / w.sum()))
+    return out
 
 
 def _sampled_correction(order: str):
