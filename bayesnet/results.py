@@ -29,6 +29,9 @@ POSTERIOR_VARS = {
     "kernel_target": (),
     "kernel_trace": (),
     "kernel_alignment": (),
+    "layer_kernel_target": ("layer",),  # depth > 1 only: every hidden layer's kernel
+    "layer_kernel_trace": ("layer",),
+    "layer_kernel_alignment": ("layer",),
 }
 # per-draw sampler statistics (each sampler reports the ones that are meaningful for it)
 STATS_VARS = (
@@ -108,6 +111,8 @@ def to_datatree(
         "train": np.arange(data.n_train),
         "test": np.arange(data.n_test),
     }
+    if "layer_kernel_target" in draws_out:
+        coords["layer"] = np.arange(1, draws_out["layer_kernel_target"].shape[2] + 1)
     post = xr.Dataset(
         {
             k: (("chain", "draw") + dims, draws_out[k])

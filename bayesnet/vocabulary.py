@@ -45,6 +45,9 @@ _BASE = {
     "kernel_alignment": ("kernel-target alignment yhat^T K yhat / ||K||_F", "1"),
     "K_train": ("posterior mean hidden kernel (1/N) sum_i <phi_i phi_i^T>, train block", "1"),
     "K_test_train": ("posterior mean hidden kernel, test-train block", "1"),
+    "layer_kernel_target": ("yhat^T K_l yhat of hidden layer l's kernel (depth > 1)", "1"),
+    "layer_kernel_trace": ("tr K_l / P of hidden layer l's kernel (depth > 1)", "1"),
+    "layer_kernel_alignment": ("kernel-target alignment of hidden layer l's kernel", "1"),
 }
 
 # The same names in a sampler's `posterior` group hold one value per draw.
@@ -58,6 +61,9 @@ PER_DRAW = {
     "kernel_alignment": ("kernel-target alignment yhat^T K yhat / ||K||_F per draw", "1"),
     "signed_discrepancy_train": ("training discrepancy (1/P) sum y (y - f) per draw", "y^2"),
     "signed_discrepancy_test": ("test discrepancy (1/P*) sum y* (y* - f*) per draw", "y^2"),
+    "layer_kernel_target": ("yhat^T K_l yhat of hidden layer l's kernel per draw", "1"),
+    "layer_kernel_trace": ("tr K_l / P of hidden layer l's kernel per draw", "1"),
+    "layer_kernel_alignment": ("kernel-target alignment of hidden layer l's kernel per draw", "1"),
 }
 
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -131,6 +137,8 @@ COORDINATES = {
     "diagnostic": ("convergence diagnostic (R-hat, bulk/tail ESS, MCSE of the mean)", ""),
     "observable": ("observable", ""),
     "width": ("hidden width N", "1"),
+    "layer": ("hidden layer index l = 1..L (L = depth)", ""),
+    "depth": ("number of hidden layers L", "1"),
     "chi_rule": ("how chi is set from the width (e.g. 1 or N)", ""),
     # grid axes of a sweep (analysis.collect)
     "network": ("network name in the config", ""),
