@@ -363,6 +363,10 @@ def predict(
     (batches for the correction's Monte-Carlo error, default 8; 0 skips it), and the non-linear
     solver's options (n_draws, seed, ess_min, n_chains, tol, maxiter, max_ratio, max_refresh).
     """
+    if spec.depth > 1:  # deep networks: theory/deep.py (docs/deep.md)
+        from . import deep
+
+        return deep.predict(spec, data, chis, method, order, **options)
     _check(method, spec.activation, order)
     chis = check_chis(chis, spec.chi)
     if method == "exact":
