@@ -325,10 +325,12 @@ class Tilts(NamedTuple):
 
 
 class LayerDraws(NamedTuple):
-    """Fixed unit normals of the importance sampler: first layer's weights (M, D) and every
-    higher layer's joint pre-activations (L-1, M, P+P*), antithetic pairs interleaved."""
+    """Fixed draws of the importance sampler: first layer's weights V (M, D) and features
+    F1 = phi(V [X; X_test]^T) (M, P+P*), unit normals Z (L-1, M, P+P*) of every higher layer's
+    joint pre-activations; antithetic pairs (z, -z)."""
 
     V: np.ndarray
+    F1: np.ndarray
     Z: np.ndarray
 
 
@@ -338,9 +340,10 @@ def layer_draws(spec: NetworkSpec, data: Dataset, n_draws: int, seed: int) -> La
     D, Pj = data.dim, data.n_train + data.n_test
     V = rng.standard_normal((n_draws, D))
     Z = rng.standard_normal((spec.depth - 1, n_draws, Pj))
-    return LayerDraws(
-        np.concatenate([V, -V]) * math.sqrt(spec.g_v / D), np.concatenate([Z, -Z], axis=1)
-    )
+    V = np.concatenate([V, -V]) * math.sqrt(spec.g_v / D)  # (M, D)
+    Xj = np.vstack([np.asarray(data.X), np.asarray(data.X_test)])
+    F1 = _phi(spec.activation)(V @ Xj.T)  # (M, P+P*)
+    return LayerDraws(V, F1, np.concatenate([Z, -Z], axis=1))
 
 
 def _chol(C: np.ndarray) -> np.ndarray:
@@ -359,12 +362,12 @@ def _tilted_linear(C: np.ndarray, G: np.ndarray, P: int, g_v: float):
     return Kj, g_v * AinvG, float(ev)
 
 
-def _tilted_sampled(phi, H, Zt, Kprior, G, P, g_v, Lt):
-    """Importance-sampled layer under exp(phi(h)^T G phi(h) / 2) (train block): joint kernel
-    <phi phi^T> with the prior kernel as control variate, tilt passed down, ESS."""
-    F = phi(H)  # (M, P+P*)
+def _tilted_sampled(F, Zt, Kprior, G, P, g_v, Lt):
+    """Importance-sampled layer under exp(phi(h)^T G phi(h) / 2) (train block), F = phi(h) of
+    the draws (M, P+P*): joint kernel <phi phi^T> with the prior kernel as control variate, tilt
+    passed down, ESS."""
     Ft = F[:, :P]
-    logw = 0.5 * np.einsum("ma,ab,mb->m", Ft, G, Ft)
+    logw = 0.5 * np.sum((Ft @ G) * Ft, axis=1)  # (M,)
     w = np.exp(logw - logw.max())
     w /= w.sum()
     wt = w - 1.0 / w.size
@@ -396,14 +399,14 @@ def _forward(spec, data, state: Tilts, prior: JointKernels, draws: LayerDraws, c
             Kj, down, h = _tilted_linear(C, G[ell], P, spec.g_v)
         else:
             if ell == 0:
-                H, Zt, Lt, Kprior = draws.V @ Xj.T, None, None, prior.K[0]
+                F, Zt, Lt, Kprior = draws.F1, None, None, prior.K[0]
             else:
                 Lc = _chol(C)
-                H = draws.Z[ell - 1] @ Lc.T  # (M, P+P*)
+                F = phi(draws.Z[ell - 1] @ Lc.T)  # (M, P+P*)
                 Zt, Lt = draws.Z[ell - 1][:, :P], Lc[:P, :P]
                 d = np.diag(C)
                 Kprior = np.asarray(kernels.kernel_from_input(act, C, d, d))
-            Kj, down, h = _tilted_sampled(phi, H, Zt, Kprior, G[ell], P, spec.g_v, Lt)
+            Kj, down, h = _tilted_sampled(F, Zt, Kprior, G[ell], P, spec.g_v, Lt)
         Ks.append(Kj)
         if ell:
             downs.append(down)
@@ -440,22 +443,63 @@ def _unpack(z: np.ndarray, P: int, n_tilts: int) -> Tilts:
     return Tilts(z[:P], Gs)
 
 
-def _solve_tree(spec, data, chi, state, prior, draws, tol, maxiter):
-    """Root of (f, G) -> T(f, G) - (f, G) at one chi from `state` (MINPACK hybrid Powell on the
-    packed vector; the map is smooth because the draws are fixed)."""
+def _fd_jacobian(F, z, Fz):
+    """Forward-difference Jacobian of F at z (n, n), steps 1e-6 (1 + |z_i|)."""
+    J = np.empty((z.size, z.size))
+    for i in range(z.size):
+        h = 1e-6 * (1.0 + abs(z[i]))
+        e = z.copy()
+        e[i] += h
+        J[:, i] = (F(e) - Fz) / h
+    return J
+
+
+def _solve_tree(spec, data, chi, state, prior, draws, tol, maxiter, J=None):
+    """Root of (f, G) -> T(f, G) - (f, G) at one chi from `state`: damped Newton on the packed
+    vector with a forward-difference Jacobian, reused (chord steps, also from the previous chi)
+    while each step cuts the residual by 4; the map is smooth because the draws are fixed.
+    Returns (state, layer kernels, health, map evaluations, max |residual|, converged, J)."""
     c = adaptive.tilt_coefficient(spec.g_w, chi, spec.width, spec.kappa)
     P, n_t = state.f.size, len(state.G)
+    evals = [0]
 
     def F(z):
-        new = _tree_step(spec, data, _unpack(z, P, n_t), prior, draws, c)[0]
-        return _pack(new) - z
+        evals[0] += 1
+        return _pack(_tree_step(spec, data, _unpack(z, P, n_t), prior, draws, c)[0]) - z
 
-    opts = {"maxfev": maxiter, "xtol": 1e-13}
-    sol = scipy.optimize.root(F, _pack(state), method="hybr", options=opts)
-    state = _unpack(sol.x, P, n_t)
+    z = _pack(state)
+    Fz = F(z)
+    nrm = float(np.max(np.abs(Fz)))
+    fresh = False
+    while np.isfinite(nrm) and nrm > tol and evals[0] < maxiter:
+        if J is None:
+            J, fresh = _fd_jacobian(F, z, Fz), True
+        try:
+            step = np.linalg.solve(J, -Fz)
+        except np.linalg.LinAlgError:
+            step = np.full_like(z, np.nan)
+        t, ok = 1.0, False
+        while t >= 1e-3 and np.all(np.isfinite(step)):
+            z_new = z + t * step
+            F_new = F(z_new)
+            n_new = float(np.max(np.abs(F_new)))
+            if np.isfinite(n_new) and n_new < (1 - 1e-4 * t) * nrm:
+                ok = True
+                break
+            t *= 0.5
+        if not ok:
+            if fresh:
+                break  # a fresh Jacobian gives no descent: give up
+            J = None
+            continue
+        if n_new > 0.25 * nrm:
+            J = None  # slow progress: fresh Jacobian next step
+        z, Fz, nrm, fresh = z_new, F_new, n_new, False
+    state = _unpack(z, P, n_t)
     new, Ks, health = _tree_step(spec, data, state, prior, draws, c)
-    change = float(np.max(np.abs(_pack(new) - sol.x)))
-    return new, Ks, health, int(sol.nfev), change, bool(np.isfinite(change) and change < tol)
+    change = float(np.max(np.abs(_pack(new) - z)))
+    ok = bool(np.isfinite(change) and change < tol)
+    return new, Ks, health, evals[0], change, ok, J
 
 
 def _tree(
@@ -466,7 +510,7 @@ def _tree(
     n_draws=2**15,
     seed=0,
     tol=1e-8,
-    maxiter=4000,
+    maxiter=2000,
     max_ratio=1.25,
     ess_min=200.0,
 ):
@@ -478,19 +522,23 @@ def _tree(
     ladder, index = adaptive.chi_ladder(chis, spec.width, max_ratio=max_ratio)
     linear = spec.activation == "linear"
 
+    jac = [None]  # the last Jacobian, reused from one chi to the next
+
     def advance(state, chi_from, chi_to, splits):
         """Solve at chi_to from the solution at chi_from, halving the step (in log chi) on
         failure up to `splits` times."""
-        res = _solve_tree(spec, data, chi_to, state, prior, draws, tol, maxiter)
+        res = _solve_tree(spec, data, chi_to, state, prior, draws, tol, maxiter, jac[0])
+        jac[0] = res[6]
         if res[5] or splits == 0:
             return res
+        jac[0] = None
         mid = math.sqrt(chi_from * chi_to)
         half = advance(state, chi_from, mid, splits - 1)
         return advance(half[0], mid, chi_to, splits - 1) if half[5] else half
 
     out, prev = {}, ladder[0]
     for k, chi in enumerate(ladder):
-        state, Ks, health, it, change, ok = advance(state, prev, chi, 4)
+        state, Ks, health, it, change, ok, _ = advance(state, prev, chi, 4)
         prev = chi
         healthy = health > 0 if linear else health >= ess_min
         if not (ok and healthy):
