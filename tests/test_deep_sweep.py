@@ -3,7 +3,6 @@ depth-ladder figure."""
 
 from __future__ import annotations
 
-
 import pytest
 import xarray as xr
 
