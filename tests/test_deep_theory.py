@@ -133,3 +133,37 @@ def test_deep_methods_checked():
         theory.predict(spec, d, None, "exact")
     with pytest.raises(ValueError, match="method"):
         theory.predict(spec, d, None, "one_loop")
+
+
+def _ref_error(activation, width, method, **opts):
+    """rms error of the theory's mean outputs against the NUTS reference at depth 2, chi = N,
+    and the reference's noise floor (rms MCSE)."""
+    import sys
+
+    sys.path.insert(0, str(REFS.parent.parent))
+    from deep_references import data, load, spec_of
+
+    rec = load(activation, 2, width, "N")
+    th = theory.predict(spec_of(activation, 2, width, "N"), data(), None, method, **opts)
+    ref = np.r_[rec["f_train"], rec["f_test"]]
+    se = np.r_[rec["f_train_mcse"], rec["f_test_mcse"]]
+    v = np.r_[th.f_train.values[0], th.f_test.values[0]]
+    return float(np.sqrt(np.mean((v - ref) ** 2))), float(np.sqrt(np.mean(se**2)))
+
+
+@pytest.mark.parametrize("width", [16, 32, 64])
+def test_deep_linear_adaptive_theory_beats_nngp_at_mean_field(width):
+    """Done criterion (linear): an adaptive theory >= 3x closer to the samples than the NNGP;
+    the errors are far above the samples' noise floor, so the ratio is not noise."""
+    e_nngp, noise = _ref_error("linear", width, "nngp")
+    e_tree, _ = _ref_error("linear", width, "tree")
+    assert e_nngp > 20 * noise
+    assert e_nngp > 3 * (e_tree + 2 * noise)
+
+
+@pytest.mark.slow
+def test_deep_erf_tree_beats_nngp_at_mean_field():
+    """Done criterion (erf, N = 32): the multi-scale tree level >= 3x closer than the NNGP."""
+    e_nngp, noise = _ref_error("erf", 32, "nngp")
+    e_tree, _ = _ref_error("erf", 32, "tree", n_draws=2**14)
+    assert e_nngp > 3 * (e_tree + 2 * noise)
