@@ -4,9 +4,10 @@ Data: P = 8 train and 4 test Gaussian inputs in D = 6, labels sign(x_0 + 0.5 x_1
 kappa = 0.5, g_v = g_w = 1.  Points (tag, activation, depth, width, chi rule): the depth-2 deep
 linear grid N in {16, 32, 64} x chi in {1, sqrt N, N}; depth-2 erf at N in {16, 32, 64} for
 chi = N and at N = 32 for chi = 1, sqrt N; the depth ladder at N = 32, chi = N, depth 1, 2, 3,
-linear and erf.  Each point is one JSON under bench/results/deep/: posterior means of f_train,
-f_test and of the per-layer kernel scalars, their Monte-Carlo standard errors (bench/ess.py,
-split-chain ESS), diagnostics, and the sampler's figure of merit (wall x MCSE^2, under load).
+linear and erf; depth-2 relu at N = 32, chi = 1 and N.  Each point is one JSON under
+bench/results/deep/: posterior means of f_train, f_test and of the per-layer kernel scalars,
+their Monte-Carlo standard errors (bench/ess.py, split-chain ESS), diagnostics, and the
+sampler's figure of merit (wall x MCSE^2, under load).
 Existing files are reused (delete one to redo it).
 
     OPENBLAS_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/deep_references.py
@@ -54,6 +55,7 @@ def points() -> list[tuple[str, int, int, str]]:
     pts += [("linear", 2, n, t) for n in (16, 32, 64) for t in ("1", "sqrt")]
     pts += [("erf", 2, 32, t) for t in ("1", "sqrt")]
     pts += [(a, L, 32, "N") for a in ("linear", "erf") for L in (1, 3)]
+    pts += [("relu", 2, 32, t) for t in ("1", "N")]
     return pts
 
 
