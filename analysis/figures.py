@@ -419,3 +419,48 @@ def results_figures(results: xr.DataTree, folder) -> list[pathlib.Path]:
             )
         paths.append(_save(fig, folder / f"{g}.png"))
     return paths
+
+
+def depth_ladder_figure(err: xr.Dataset, title: str = "") -> Figure:
+    """Theory error against the depth L at fixed N and chi (the "depth ladder").
+
+    err: `relerr` (or any error) over (depth, theory), optionally `relerr_mcse` of the same dims
+    (the samples' noise floor, drawn as a grey band).  Log error axis, integer depth axis.
+    """
+    e = err["relerr"]
+    L = e["depth"].values.astype(int)
+    fig = Figure(figsize=(6.2, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for m in theory_order(e["theory"].values):
+        name, color, ls = THEORY_STYLE.get(str(m), (str(m), None, "-"))
+        ax.plot(L, e.sel(theory=m), color=color, ls=ls, marker="o", ms=5, label=name)
+    if "relerr_mcse" in err:
+        floor = err["relerr_mcse"].median("theory").values
+        ax.plot(L, floor, color="0.5", lw=4, alpha=0.35, label="MC noise")
+    ax.set_yscale("log")
+    ax.set_xticks(L)
+    ax.set_xlabel("depth L (hidden layers)")
+    ax.set_ylabel("error of the mean outputs against samples")
+    ax.legend(fontsize=8)
+    fig.suptitle(title or "depth ladder: how does each theory's error grow with L?", fontsize=10)
+    return fig
+
+
+def depth_ladder_from_sweep(sweep: xr.Dataset, **sel) -> xr.Dataset:
+    """The depth ladder of a sweep (analysis.collect.sweep_dataset with a `depth` axis): relerr
+    and its noise level over (depth, theory), after selecting `sel` (e.g. width=32, chi=32.0,
+    network="deep") and averaging every other axis."""
+    if "depth" not in sweep.dims:
+        raise ValueError("sweep has no depth axis (give the grid a list of depths)")
+    ds = sweep.sel(**sel) if sel else sweep
+    keep = {"depth", "theory"}
+    err = ds["relerr"]
+    err = err.mean([d for d in err.dims if d not in keep])
+    out = xr.Dataset({"relerr": err})
+    if "f_train_mcse" in ds and "f_train_sample" in ds:
+        f, s = ds["f_train_sample"], ds["f_train_mcse"]
+        level = np.sqrt((s**2).sum("train")) / np.sqrt((f**2).sum("train"))
+        out["relerr_mcse"] = level.mean([d for d in level.dims if d != "depth"]).expand_dims(
+            theory=err["theory"].values
+        )
+    return out

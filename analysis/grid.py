@@ -31,7 +31,14 @@ from bayesnet import datasets
 
 CHI_KEYS = {"min": float, "max": (float, str), "num": int, "values": list}
 THEORY_KEYS = {"methods": list, "dense": int}
-SPEC_KEYS = {"width": int, "activation": str, "g_v": float, "g_w": float, "kappa": float}
+SPEC_KEYS = {
+    "width": int,
+    "activation": str,
+    "g_v": float,
+    "g_w": float,
+    "kappa": float,
+    "depth": int,  # hidden layers (theory/deep.py for depth > 1)
+}
 NETWORK_KEYS = {"name": str, **SPEC_KEYS, "chi": (float, str, list, dict), "sampler": dict}
 DATA_FILE_KEYS = {"name": str, "file": str}
 SECTIONS = ("data", "sampler", "chi", "theory", "network", "quick")
@@ -510,11 +517,22 @@ def plan(config: dict) -> Grid:
                 raise ConfigError(f"config: {where} ({net['name']}): {err}") from None
             lin = spec.activation == "linear"
             ms = tuple(m for m in methods if lin or m not in theory.LINEAR_ONLY)
+            if spec.depth > 1:  # the methods theory/deep.py provides
+                from theory import deep
+
+                ms = tuple(
+                    m for m in ms if m in deep.METHODS and (lin or m not in deep.LINEAR_ONLY)
+                )
             if not ms:
                 raise ConfigError(
                     f"config: no theory in 'theory.methods' applies to {where} ({spec.activation})"
                 )
             for s in samplers:
+                if dict(s)["method"] == "exact" and spec.depth > 1:
+                    raise ConfigError(
+                        f"config: sampler.method 'exact' needs depth 1, "
+                        f"{where} ({net['name']}) has depth {spec.depth}"
+                    )
                 if dict(s)["method"] == "exact" and not lin:
                     raise ConfigError(
                         f"config: sampler.method 'exact' needs linear networks, "

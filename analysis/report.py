@@ -194,6 +194,7 @@ def _network_section(
     a = node.attrs
     lines = [
         f"## Network `{name}`: {a.get('activation')} N={a.get('width')}, "
+        f"depth={a.get('depth', 1)}, "
         f"g_v={a.get('g_v')}, g_w={a.get('g_w')}, kappa={a.get('kappa')}",
         "",
     ]

@@ -29,6 +29,9 @@ POSTERIOR_VARS = {
     "kernel_target": (),
     "kernel_trace": (),
     "kernel_alignment": (),
+    "layer_kernel_target": ("layer",),  # depth > 1 only: every hidden layer's kernel
+    "layer_kernel_trace": ("layer",),
+    "layer_kernel_alignment": ("layer",),
 }
 # what f_train/f_test hold per draw: a draw of f, or its Rao-Blackwellised mean (README)
 F_PER_DRAW = {
@@ -114,6 +117,8 @@ def to_datatree(
         "train": np.arange(data.n_train),
         "test": np.arange(data.n_test),
     }
+    if "layer_kernel_target" in draws_out:
+        coords["layer"] = np.arange(1, draws_out["layer_kernel_target"].shape[2] + 1)
     post = xr.Dataset(
         {
             k: (("chain", "draw") + dims, draws_out[k])

@@ -195,7 +195,7 @@ def theta_arrays(spec: NetworkSpec, dtype="float64") -> Theta:
 def run_config(spec: NetworkSpec, opts: SamplerOptions) -> engine.RunConfig:
     """The engine program for this network and these options (equal inputs, equal config)."""
     model_fn, stats_fn = MODELS[opts.method]
-    model = model_fn(spec.width, spec.activation)
+    model = model_fn(spec.width, spec.activation, spec.depth)
     if opts.algorithm == "chees":
         from .chees import chees
 
@@ -204,7 +204,7 @@ def run_config(spec: NetworkSpec, opts: SamplerOptions) -> engine.RunConfig:
         kernel = engine.nuts(model, opts.warmup, opts.target_accept, opts.max_tree_depth)
     return engine.RunConfig(
         kernel,
-        _bind_stats(stats_fn, spec.width, spec.activation),
+        _bind_stats(stats_fn, spec.width, spec.activation, spec.depth),
         opts.chains,
         opts.warmup,
         opts.chunk,
@@ -214,12 +214,16 @@ def run_config(spec: NetworkSpec, opts: SamplerOptions) -> engine.RunConfig:
 def initial_positions(
     spec: NetworkSpec, data: Dataset, opts: SamplerOptions, dtype: str = "float64"
 ) -> tuple[jax.Array, dict]:
-    """Chain keys (C,) and prior draws of the unit-normal weights z_V (C, N, D) [, z_w (C, N)]."""
+    """Chain keys (C,) and prior draws of the unit-normal weights z_V (C, N, D)
+    [, z_U (C, L-1, N, N) for depth L > 1] [, z_w (C, N)]."""
     key_init, key_chain = jax.random.split(jax.random.PRNGKey(opts.seed))
     C, N, D = opts.chains, spec.width, data.dim
     z0 = {"z_V": jax.random.normal(key_init, (C, N, D), dtype)}
     if opts.method == "full":
         z0["z_w"] = jax.random.normal(jax.random.fold_in(key_init, 1), (C, N), dtype)
+    if spec.depth > 1:
+        shape = (C, spec.depth - 1, N, N)
+        z0["z_U"] = jax.random.normal(jax.random.fold_in(key_init, 2), shape, dtype)
     return jax.random.split(key_chain, C), z0
 
 
@@ -258,6 +262,8 @@ def sample(
     opts = SamplerOptions.from_dict({**base, **settings}).resolve()
     method, dtype = opts.method, opts.dtype
     if method == "exact":
+        if spec.depth > 1:
+            raise ValueError(f"method 'exact' needs depth 1, got depth={spec.depth}")
         from .exact_sampler import sample_exact
 
         return sample_exact(
@@ -314,20 +320,20 @@ def sample(
 
 
 class _bind_stats:
-    """Hashable per-(width, activation) binding of a statistics function (a cache key part)."""
+    """Hashable per-(width, activation, depth) binding of a statistics function (a cache key
+    part)."""
 
-    def __init__(self, fn, width, activation):
-        self.fn, self.width, self.activation = fn, width, activation
+    def __init__(self, fn, width, activation, depth=1):
+        self.fn, self.width, self.activation, self.depth = fn, width, activation, depth
 
     def __call__(self, z, d, t):
-        return self.fn(z, d, t, self.width, self.activation)
+        return self.fn(z, d, t, self.width, self.activation, self.depth)
+
+    def _key(self):
+        return (self.fn, self.width, self.activation, self.depth)
 
     def __eq__(self, other):
-        return isinstance(other, _bind_stats) and (self.fn, self.width, self.activation) == (
-            other.fn,
-            other.width,
-            other.activation,
-        )
+        return isinstance(other, _bind_stats) and self._key() == other._key()
 
     def __hash__(self):
-        return hash((self.fn, self.width, self.activation))
+        return hash(self._key())

@@ -1,8 +1,9 @@
-"""NetworkSpec: one hidden layer of width N under parameterised scaling.
+"""NetworkSpec: L hidden layers of width N under parameterised scaling.
 
-Conventions (shared with `theory`, docs/conventions.md): v_i ~ N(0, g_v/D I),
-w_i ~ N(0, g_w/(chi N)), y ~ N(f(x), kappa/chi).  chi = 1 is standard (NTK/NNGP) scaling,
-chi = N mean-field.
+Conventions (shared with `theory`, docs/conventions.md): first-layer weights N(0, g_v/D),
+hidden-to-hidden weights N(0, g_v/N), readout w_i ~ N(0, g_w/(chi N)), y ~ N(f(x), kappa/chi).
+chi = 1 is standard (NTK/NNGP) scaling, chi = N mean-field; depth L = 1 (the default) is the
+one-hidden-layer network.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from typing import Any
 
 from .activations import check_activation
@@ -28,10 +30,11 @@ def _positive(name: str, value: Any) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
-    """Finite-width one-hidden-layer network and its posterior.
+    """Finite-width network of `depth` hidden layers and its posterior.
 
-    width: N hidden units; activation: phi name; g_v, g_w: prior gains;
-    chi: scaling (readout variance g_w/(chi N), noise kappa/chi); kappa: noise scale.
+    width: N hidden units per layer; activation: phi name; g_v, g_w: prior gains;
+    chi: scaling (readout variance g_w/(chi N), noise kappa/chi); kappa: noise scale;
+    depth: L hidden layers (1 by default).
     """
 
     width: int
@@ -40,6 +43,7 @@ class NetworkSpec:
     g_w: float = 1.0
     chi: float = 1.0
     kappa: float = 1.0
+    depth: int = 1
 
     def __post_init__(self) -> None:
         w = self.width
@@ -52,6 +56,10 @@ class NetworkSpec:
         if int(w) < 1:
             raise ValueError(f"width must be a positive integer >= 1, got {w!r}")
         object.__setattr__(self, "width", int(w))
+        L = self.depth
+        if isinstance(L, bool) or not isinstance(L, numbers.Integral) or L < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {L!r}")
+        object.__setattr__(self, "depth", int(L))
         object.__setattr__(self, "activation", check_activation(self.activation))
         for name in ("g_v", "g_w", "chi", "kappa"):
             object.__setattr__(self, name, _positive(name, getattr(self, name)))
@@ -85,8 +93,11 @@ class NetworkSpec:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict."""
-        return dataclasses.asdict(self)
+        """The fields as a plain dict (depth only when > 1, so depth-1 records are unchanged)."""
+        d = dataclasses.asdict(self)
+        if d["depth"] == 1:
+            del d["depth"]
+        return d
 
     def to_attrs(self, prefix: str = "", chi: bool = True) -> dict[str, Any]:
         """netCDF-safe attributes: each field plus the whole spec as JSON.

@@ -35,6 +35,9 @@ _BASE = {
     "kernel_alignment": ("centred kernel-target alignment yc^T Kc yc / (||Kc||_F ||yc||^2)", "1"),
     "K_train": ("posterior mean hidden kernel (1/N) sum_i <phi_i phi_i^T>, train block", "1"),
     "K_test_train": ("posterior mean hidden kernel, test-train block", "1"),
+    "layer_kernel_target": ("yhat^T K_l yhat of hidden layer l's kernel (depth > 1)", "1"),
+    "layer_kernel_trace": ("tr K_l / P of hidden layer l's kernel (depth > 1)", "1"),
+    "layer_kernel_alignment": ("kernel-target alignment of hidden layer l's kernel", "1"),
 }
 
 # The same names in a sampler's `posterior` group hold one value per draw.  f_train/f_test are
@@ -67,6 +70,9 @@ PER_DRAW = {
     "kernel_alignment": ("centred kernel-target alignment per draw", "1"),
     "signed_discrepancy_train": ("training discrepancy (1/P) sum y (y - f) per draw", "y^2"),
     "signed_discrepancy_test": ("test discrepancy (1/P*) sum y* (y* - f*) per draw", "y^2"),
+    "layer_kernel_target": ("yhat^T K_l yhat of hidden layer l's kernel per draw", "1"),
+    "layer_kernel_trace": ("tr K_l / P of hidden layer l's kernel per draw", "1"),
+    "layer_kernel_alignment": ("kernel-target alignment of hidden layer l's kernel per draw", "1"),
 }
 
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -124,6 +130,8 @@ COORDINATES = {
     "chain": ("Markov chain", ""),
     "draw": ("draw within a chain", ""),
     "width": ("hidden width N", "1"),
+    "layer": ("hidden layer index l = 1..L (L = depth)", ""),
+    "depth": ("number of hidden layers L", "1"),
 }
 
 # Index dimensions that get an integer coordinate 0, 1, ... where a Dataset has none.

@@ -1,5 +1,9 @@
 """NNGP feature kernels K^phi_ab = E_{h ~ N(0, K^x)}[phi(h_a) phi(h_b)] (docs/conventions.md).
 
+Depth L > 1: the layer recursion K^h_1 = K^x, K^phi_l = E_{h ~ N(0, K^h_l)}[phi phi^T],
+K^h_{l+1} = g_v K^phi_l (hidden-to-hidden weights N(0, g_v/N)); the last K^phi_L is the kernel
+(`kernel_layers`, and the `depth` keyword of `kernel` and `kernel_diag`; docs/deep.md).
+
 Closed forms for linear, erf and relu; a 2-D polar Gauss quadrature for any other elementwise
 activation (tanh, ...).  The quadrature splits the angle at the zeros of both pre-activations, so
 activations with a kink at 0 (relu, abs, leaky relu) converge exponentially too.
@@ -156,12 +160,32 @@ def kernel_from_input(activation: str, k12: ArrayLike, k11: ArrayLike, k22: Arra
 
 
 @with_float64
-def kernel(activation: str, X1: ArrayLike, X2: ArrayLike, g_v: float) -> jax.Array:
-    """NNGP feature kernel K^phi(X1, X2), shape (P1, P2); linear gives K^x = (g_v/D) X1 X2^T."""
+def kernel(activation: str, X1: ArrayLike, X2: ArrayLike, g_v: float, depth: int = 1) -> jax.Array:
+    """NNGP feature kernel K^phi_L(X1, X2) of the last of `depth` hidden layers, (P1, P2);
+    linear depth 1 gives K^x = (g_v/D) X1 X2^T."""
     check_activation(activation)
-    return kernel_from_input(
-        activation, input_kernel(X1, X2, g_v), input_diag(X1, g_v), input_diag(X2, g_v)
-    )
+    return kernel_layers(activation, X1, X2, g_v, depth)[-1][0]
+
+
+@with_float64
+def kernel_layers(
+    activation: str, X1: ArrayLike, X2: ArrayLike, g_v: float, depth: int
+) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+    """The layer recursion: for l = 1..depth, (K^phi_l(X1, X2) (P1, P2), diag on X1 (P1,), diag
+    on X2 (P2,)).  Pre-activations of layer l + 1 have the kernel g_v K^phi_l."""
+    check_activation(activation)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    k12, k11, k22 = input_kernel(X1, X2, g_v), input_diag(X1, g_v), input_diag(X2, g_v)
+    out = []
+    for layer in range(depth):
+        if layer:
+            k12, k11, k22 = g_v * k12, g_v * k11, g_v * k22  # pre-activation kernels
+        k12 = kernel_from_input(activation, k12, k11, k22)  # (P1, P2)
+        k11 = kernel_diag_from_input(activation, k11)  # (P1,)
+        k22 = kernel_diag_from_input(activation, k22)  # (P2,)
+        out.append((k12, k11, k22))
+    return out
 
 
 def kernel_diag_from_input(activation: str, k11: ArrayLike) -> jax.Array:
@@ -174,6 +198,10 @@ def kernel_diag_from_input(activation: str, k11: ArrayLike) -> jax.Array:
 
 
 @with_float64
-def kernel_diag(activation: str, X: ArrayLike, g_v: float) -> jax.Array:
-    """Diagonal of K^phi(X, X), shape (P,), without forming the P x P matrix."""
-    return kernel_diag_from_input(activation, input_diag(X, g_v))
+def kernel_diag(activation: str, X: ArrayLike, g_v: float, depth: int = 1) -> jax.Array:
+    """Diagonal of K^phi_L(X, X) for `depth` layers, shape (P,), without forming the P x P
+    matrix."""
+    d = input_diag(X, g_v)
+    for layer in range(depth):
+        d = kernel_diag_from_input(activation, g_v * d if layer else d)  # (P,)
+    return d

@@ -610,6 +610,10 @@ def predict(
     maxiter, max_ratio, max_refresh); `method_options(method, activation)` lists them, and any
     other key is a one-line ValueError naming the key and the method (closed forms take none).
     """
+    if spec.depth > 1:  # deep networks: theory/deep.py (docs/deep.md)
+        from . import deep
+
+        return deep.predict(spec, data, chis, method, order, **options)
     _check(method, spec.activation, order)
     _check_options(method, spec.activation, options)
     chis = check_chis(chis, spec.chi)
