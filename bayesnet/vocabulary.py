@@ -95,6 +95,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     # theory
     "ubar": ("effective readout scale u-bar (g_w for the NNGP)", "1"),
     "converged": ("theory solver converged (1 = yes)", "1"),
+    "status": ("'converged', or why the theory's solve did not (its outputs are then NaN)", "1"),
     "iterations": ("theory solver iterations (exact: quadrature nodes)", "1"),
     "residual": ("theory solver residual, max abs (exact: quadrature error)", "1"),
     "normalisability": ("c Delta^T K Delta (linear tilt normalisable iff < 1)", "1"),

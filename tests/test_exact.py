@@ -22,6 +22,7 @@ from reference import batch_mean_se, gibbs_linear  # noqa: E402
 from bayesnet import NetworkSpec, ising, teacher  # noqa: E402
 from bayesnet import scale_mixture as sm  # noqa: E402
 from theory.exact import predict_exact  # noqa: E402
+from theory.schema import MCSE_VARS  # noqa: E402
 
 WIDTH, KAPPA = 16, 0.3
 CHIS = (1.0, 4.0, float(WIDTH))  # standard, intermediate, mean-field
@@ -372,8 +373,12 @@ def test_schema():
         "s_std",
         "s_mode",
         "quad_error",
+        "status",
     ):
         dims[v] = ("chi",)
+    for v in MCSE_VARS:  # closed form: the theory's own Monte-Carlo error is 0
+        dims[f"{v}_mcse"] = dims[v]
+        assert float(abs(ds[f"{v}_mcse"]).max()) == 0.0, v
     assert set(ds.data_vars) == set(dims)
     for v, dd in dims.items():
         assert ds[v].dims == dd, v
