@@ -120,6 +120,37 @@ def _blocks(t: TiltedSample, block: int):
         yield phi[sl], phi_t[sl], w[sl]
 
 
+class _Setup(NamedTuple):
+    """What every dressed path starts from: the draws in float64, the scalars, the tilted
+    kernels Q (P, P), Q_test (P*, P), the targets y (P,), M = (g_w Q + kappa)^-1 and a = M y."""
+
+    t: TiltedSample
+    g: float
+    kap: float
+    chi: float
+    N: float
+    Q: jnp.ndarray
+    Q_test: jnp.ndarray
+    y: jnp.ndarray
+    M: jnp.ndarray
+    a: jnp.ndarray
+
+
+def _setup(t: TiltedSample) -> _Setup:
+    """The tilted saddle's GP algebra on float64 draws (shared by every dressed path)."""
+    g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
+    t = t._replace(
+        phi=jnp.asarray(t.phi, jnp.float64),
+        phi_test=jnp.asarray(t.phi_test, jnp.float64),
+        w=jnp.asarray(t.w, jnp.float64),
+    )
+    Q, Q_test = tilted_kernels(t)
+    Q, Q_test = jnp.asarray(Q, jnp.float64), jnp.asarray(Q_test, jnp.float64)
+    y = jnp.asarray(t.y, jnp.float64)
+    M, a = gp_algebra(Q, g, kap, y)  # (P, P), (P,)
+    return _Setup(t, g, kap, chi, N, Q, Q_test, y, M, a)
+
+
 def check_size(P: int, M: int) -> None:
     """One-line ValueError when neither the vech path (P <= P_MAX) nor the draw-space path
     (M <= DRAW_MAX draws) fits; theory.predict splits the draws into batches instead."""
@@ -156,17 +187,7 @@ def dressed_moments(t: TiltedSample, block: int = BLOCK):
     check_size(P, int(t.phi.shape[0]))
     if P > P_MAX:  # no pair-space objects: means only, second moments left to the caller
         return (*draw_space_correction(t), None, None)
-    g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
-    Q, Q_test = tilted_kernels(
-        t._replace(
-            phi=jnp.asarray(t.phi, jnp.float64),
-            phi_test=jnp.asarray(t.phi_test, jnp.float64),
-            w=jnp.asarray(t.w, jnp.float64),
-        )
-    )
-    Q, Q_test = jnp.asarray(Q, jnp.float64), jnp.asarray(Q_test, jnp.float64)
-    y = jnp.asarray(t.y, jnp.float64)
-    M, a = gp_algebra(Q, g, kap, y)  # (P, P), (P,)
+    t, g, kap, chi, N, Q, Q_test, y, M, a = _setup(t)  # (P, P), (P,)
     ia_np, ib_np, c_np = vech_index(P)
     ia, ib, c = jnp.asarray(ia_np), jnp.asarray(ib_np), jnp.asarray(c_np)
     d = ia_np.size
@@ -469,16 +490,7 @@ def wick_correction(t: TiltedSample, block: int = BLOCK) -> tuple[jnp.ndarray, j
     approximation for bounded features such as erf (docs/one_loop.md, "Large P").  Memory
     O(P^2 + block P), time O(M P^2 + P^3): three passes over the draws.
     """
-    g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
-    t = t._replace(
-        phi=jnp.asarray(t.phi, jnp.float64),
-        phi_test=jnp.asarray(t.phi_test, jnp.float64),
-        w=jnp.asarray(t.w, jnp.float64),
-    )
-    Q, Q_test = tilted_kernels(t)
-    Q, Q_test = jnp.asarray(Q, jnp.float64), jnp.asarray(Q_test, jnp.float64)
-    y = jnp.asarray(t.y, jnp.float64)
-    M, a0 = gp_algebra(Q, g, kap, y)  # (P, P), (P,)
+    t, g, kap, chi, N, Q, Q_test, y, M, a0 = _setup(t)  # (P, P), (P,)
     ws = wick_setup(Q, g, kap, chi, N, y)
     U = ws.U
     block = max(block, (1 << 21) // Q.shape[0])  # few large blocks when P is small (cubature)
@@ -588,16 +600,7 @@ def draw_space_correction(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray]:
     (M, M) matrix N - D Z H Z^T, whose entries are P-space products of the draws
     (docs/one_loop.md, "Large P").  Same numbers as `dressed_correction` for the same draws;
     memory O(M^2 + M P + P^2), time O(M^2 P + M^3 + M P^2)."""
-    g, kap, chi, N = float(t.g_w), float(t.kappa), float(t.chi), float(t.width)
-    t = t._replace(
-        phi=jnp.asarray(t.phi, jnp.float64),
-        phi_test=jnp.asarray(t.phi_test, jnp.float64),
-        w=jnp.asarray(t.w, jnp.float64),
-    )
-    Q, Q_test = tilted_kernels(t)
-    Q, Q_test = jnp.asarray(Q, jnp.float64), jnp.asarray(Q_test, jnp.float64)
-    y = jnp.asarray(t.y, jnp.float64)
-    M, a = gp_algebra(Q, g, kap, y)
+    t, g, kap, chi, N, Q, Q_test, y, M, a = _setup(t)  # (P, P), (P,)
     w = t.w / jnp.sum(t.w)  # (m,)
     z = (t.phi * w[:, None]).T @ t.phi  # (P, P)  E_t[phi phi^T]
     su = (t.phi_test * w[:, None]).T @ (t.phi @ a)  # (P*,)  E_t[u]
