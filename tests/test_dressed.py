@@ -235,22 +235,31 @@ def test_wick_path_is_exact_for_gaussian_features(data, N, chi):
 
 @pytest.mark.slow
 def test_large_p_one_loop_matches_the_exact_linear_shift():
-    """P = 96 > P_MAX: predict's batch-mean of the draw-space path on sampled linear features
-    (closed_form=False) reproduces the closed-form (exact-moment) dressed shift within its
-    replica standard error (4 replicas; 4 standard errors) plus a plug-in bias bound of 5% of the
-    shift."""
+    """P = 96 > P_MAX: the batch mean of the draw-space path (what predict runs beyond VECH_P)
+    on the sampled linear features of one tree-level solve reproduces the closed-form
+    (exact-moment) dressed shift within 4 batch standard errors plus a plug-in bias bound of 5%
+    of the shift (the sampled tree solution differs slightly from the closed-form one).  At
+    chi = N the shift (2e-3) is 20x below this estimator's noise at 8192 draws (4e-2): there
+    the check is consistency only, and the large-P one-loop at mean field is noise-dominated."""
+    from theory.fluctuation import gp_algebra, tilted_kernels
+    from theory.predict import _batches, tilted_samples
+
     data = bn.teacher(96, 24, 16, activation="linear", noise=0.1, seed=2)
     spec = bn.NetworkSpec(width=128, activation="linear", kappa=0.3)
-    ref = theory.predict(spec, data, [1.0, 128.0], method="one_loop")
-    got = theory.predict(
-        spec, data, [1.0, 128.0], method="one_loop", closed_form=False, n_draws=8192, replicas=4
-    )
-    for i in range(2):
-        for side in ("train", "test"):
+    chis = [1.0, 128.0]
+    ref = theory.predict(spec, data, chis, method="one_loop")
+    samples = tilted_samples(spec, data, chis, n_draws=8192, seed=3)
+    for i, t in enumerate(samples):
+        parts = [dressed.draw_space_correction(b) for b in _batches(t, dressed.DRAW_BATCH)]
+        Q, Q_t = tilted_kernels(t)
+        _, a = gp_algebra(Q, t.g_w, t.kappa, t.y)
+        tree = {"train": np.asarray(t.g_w * Q @ a), "test": np.asarray(t.g_w * Q_t @ a)}
+        for k, side in enumerate(("train", "test")):
+            shifts = np.stack([np.asarray(p[k]) - tree[side] for p in parts])  # (batches, P)
+            s_got = shifts.mean(0)
+            se = np.linalg.norm(shifts.std(0, ddof=1)) / math.sqrt(len(parts))
             s_ref = ref[f"correction_{side}"].values[i]
-            s_got = got[f"correction_{side}"].values[i]
-            tree = np.linalg.norm(got[f"f_{side}"].values[i] - s_got)
-            se = got[f"correction_mcse_{side}"].values[i] * tree  # |standard error| (norm)
             err = np.linalg.norm(s_got - s_ref)
             assert err < 4.0 * se + 0.05 * np.linalg.norm(s_ref), (i, side, err, se)
-            assert se < 0.5 * np.linalg.norm(s_ref)  # the check has power
+            if chis[i] == 1.0:  # the check has power (measured se 0.05x the shift)
+                assert se < 0.5 * np.linalg.norm(s_ref)
