@@ -12,7 +12,6 @@ split-chain ESS, batch means, mean hidden kernel); seeds of one point pool by in
 from __future__ import annotations
 
 import argparse
-import math
 import pathlib
 import sys
 import time
@@ -43,7 +42,11 @@ def spec_for(width: int, chi: float):
     import bayesnet as bn
 
     return bn.NetworkSpec(
-        width=width, activation="relu", g_v=SETUP["g_v"], g_w=SETUP["g_w"], chi=chi,
+        width=width,
+        activation="relu",
+        g_v=SETUP["g_v"],
+        g_w=SETUP["g_w"],
+        chi=chi,
         kappa=SETUP["kappa"],
     )
 
@@ -96,8 +99,13 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             tree = bn.sample(
-                spec_for(N, chi_value(tag, N)), data, chains=args.chains, warmup=args.warmup,
-                draws=args.draws, seed=args.seed, progress=False,
+                spec_for(N, chi_value(tag, N)),
+                data,
+                chains=args.chains,
+                warmup=args.warmup,
+                draws=args.draws,
+                seed=args.seed,
+                progress=False,
             )
             ds = summarise(tree, N, tag, args.seed)
             ds.attrs["wall_s"] = time.perf_counter() - t0

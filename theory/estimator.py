@@ -11,8 +11,6 @@ tilt.  Used by tilted.py (prior draws), homogeneous.py (direction draws) and flu
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 
 def cv_kernels(phi, phi_test, w, w0, K, K_test):
     """Tilted kernels Q (P, P) and Q_* (P*, P) from draws phi (M, P), phi_test (M, P*), tilted

@@ -191,9 +191,7 @@ def proposal(
     shares = np.diff(bounds) / n_dirs
     # deterministic mixture: the density of the whole design, shares as mixture weights
     log_q = (
-        np.zeros(n_dirs)
-        if K == 0
-        else _design_log_q(U, G, beta, n0 / n_dirs, shares)  # (M,)
+        np.zeros(n_dirs) if K == 0 else _design_log_q(U, G, beta, n0 / n_dirs, shares)  # (M,)
     )
     return Proposal(U, relu_features(U, X), relu_features(U, X_test), log_q)
 
@@ -378,14 +376,15 @@ def solve_chi(
         phi, lq = jnp.asarray(prop.phi), jnp.asarray(prop.log_q)
         G_guard = G
 
-        def fun(z, phi=phi, lq=lq, G_guard=G_guard):
+        def fun(z, phi=phi, lq=lq, G_guard=G_guard, phi_np=prop.phi):
             d = pb.y - z
-            u_d = pb.u_of(np.max((prop.phi @ d) ** 2), chi)
+            u_d = pb.u_of(np.max((phi_np @ d) ** 2), chi)
             s2 = (relu_features(ascend(G_guard, pb.X, d, 8), pb.X) @ d) ** 2
             if max(u_d, float(np.max(pb.u_of(s2, chi)))) >= 1.0 - EDGE:
                 return np.full_like(z, np.nan)  # outside the region: rejected step
-            return np.asarray(residual(jnp.asarray(z), phi, lq, K, y, pb.g_w, pb.kappa, c,
-                                       pb.g_v, D))
+            return np.asarray(
+                residual(jnp.asarray(z), phi, lq, K, y, pb.g_w, pb.kappa, c, pb.g_v, D)
+            )
 
         def jac(z, phi=phi, lq=lq):
             return np.asarray(
@@ -415,8 +414,16 @@ def solve_chi(
     ess = math.nan
     if us < 1.0 - EDGE:
         out = moments(
-            jnp.asarray(prop.phi), jnp.asarray(prop.phi_test), jnp.asarray(prop.log_q), K,
-            jnp.asarray(pb.K_tt), jnp.asarray(pb.k_test), jnp.asarray(pb.y - f), c, pb.g_v, D,
+            jnp.asarray(prop.phi),
+            jnp.asarray(prop.phi_test),
+            jnp.asarray(prop.log_q),
+            K,
+            jnp.asarray(pb.K_tt),
+            jnp.asarray(pb.k_test),
+            jnp.asarray(pb.y - f),
+            c,
+            pb.g_v,
+            D,
         )
         ess = float(out[4])
     return Solution(f, prop, us, ess, it, float(res), ok, reason, rnd + 1), G
@@ -429,9 +436,16 @@ def outputs(pb: Problem, sol: Solution, chi: float) -> Row:
     delta = pb.y - sol.f  # (P,)
     c = pb.tilt(chi)
     Q, Q_tt, q_tt, _, _, _ = moments(
-        jnp.asarray(sol.prop.phi), jnp.asarray(sol.prop.phi_test), jnp.asarray(sol.prop.log_q),
-        jnp.asarray(pb.K), jnp.asarray(pb.K_tt), jnp.asarray(pb.k_test), jnp.asarray(delta), c,
-        pb.g_v, D,
+        jnp.asarray(sol.prop.phi),
+        jnp.asarray(sol.prop.phi_test),
+        jnp.asarray(sol.prop.log_q),
+        jnp.asarray(pb.K),
+        jnp.asarray(pb.K_tt),
+        jnp.asarray(pb.k_test),
+        jnp.asarray(delta),
+        c,
+        pb.g_v,
+        D,
     )
     f_test = (g / pb.kappa) * np.asarray(Q_tt) @ delta  # (P*,)
     _, v_tr = gp.gp_posterior(g * Q, g * Q, g * jnp.diag(Q), jnp.asarray(pb.y), pb.kappa)
@@ -477,9 +491,20 @@ def _continued(pb, chi0, chi, f, G, n_dirs, seed, tol, maxiter, max_rounds, max_
         pb, chi0, mid, f, G, n_dirs, seed + 101, tol, maxiter, max_rounds, max_halvings - 1
     )
     if not s_mid.converged:
-        return s_mid._replace(reason=f"continuation failed at chi={mid:.4g}: {s_mid.reason}"), G
+        if not s_mid.reason.startswith("continuation"):
+            s_mid = s_mid._replace(reason=f"continuation failed at chi={mid:.4g}: {s_mid.reason}")
+        return s_mid, G
     return _continued(
-        pb, mid, chi, s_mid.f, G_mid, n_dirs, seed + 202, tol, maxiter, max_rounds,
+        pb,
+        mid,
+        chi,
+        s_mid.f,
+        G_mid,
+        n_dirs,
+        seed + 202,
+        tol,
+        maxiter,
+        max_rounds,
         max_halvings - 1,
     )
 
@@ -501,17 +526,24 @@ def anneal(
     Returns (row, solution, at_solution result) per requested chi (sorted)."""
     f = np.asarray(
         gp.gp_posterior(
-            pb.g_w * jnp.asarray(pb.K), pb.g_w * jnp.asarray(pb.K),
-            pb.g_w * jnp.diag(jnp.asarray(pb.K)), jnp.asarray(pb.y), pb.kappa,
+            pb.g_w * jnp.asarray(pb.K),
+            pb.g_w * jnp.asarray(pb.K),
+            pb.g_w * jnp.diag(jnp.asarray(pb.K)),
+            jnp.asarray(pb.y),
+            pb.kappa,
         )[0]
     )
-    ladder, index = adaptive.chi_ladder(chis, pb.width, max_ratio)
+    # start where the NNGP residual gives u* <= 1/2 (u grows linearly in chi at fixed Delta)
+    u1, G, _ = u_star(pb, 1.0, pb.y - f, None, np.random.default_rng(seed), None)
+    start = min(0.05 * pb.width, 0.5 / max(u1, 1e-12))
+    ladder, index = adaptive.chi_ladder(chis, pb.width, max_ratio, start / pb.width)
     wanted = {int(i): k for k, i in enumerate(index)}
-    out, G, failed, chi_done = {}, None, None, None
+    out, failed, chi_done = {}, None, None
     for k, chi in enumerate(ladder):
         if failed is None:
-            sol, G = _continued(pb, chi_done, chi, f, G, n_draws, seed + k, tol, maxiter,
-                                max_rounds, max_halvings)
+            sol, G = _continued(
+                pb, chi_done, chi, f, G, n_draws, seed + k, tol, maxiter, max_rounds, max_halvings
+            )
             if sol.converged:
                 f, chi_done = sol.f, chi
             else:
@@ -529,8 +561,17 @@ def anneal(
                 if at_solution is not None:
                     extra = at_solution(
                         tilted_sample(
-                            sol.prop, pb.y, sol.f, pb.K, pb.K_tt, pb.g_v, pb.g_w, pb.kappa, chi,
-                            pb.width, pb.tilt(chi),
+                            sol.prop,
+                            pb.y,
+                            sol.f,
+                            pb.K,
+                            pb.K_tt,
+                            pb.g_v,
+                            pb.g_w,
+                            pb.kappa,
+                            chi,
+                            pb.width,
+                            pb.tilt(chi),
                         )
                     )
             else:

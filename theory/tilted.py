@@ -34,8 +34,11 @@ from bayesnet.datasets import Dataset
 from bayesnet.spec import NetworkSpec
 
 from . import adaptive
+from .estimator import cv_diagonal, cv_kernels
 from .fluctuation import TiltedSample
 from .schema import PriorKernels, Row
+
+HOMOGENEOUS = frozenset({"relu"})  # phi(r h) = r phi(h), r > 0: theory/homogeneous.py
 
 
 class Draws(NamedTuple):
@@ -145,11 +148,9 @@ def tilted_moments(
 ) -> tuple:
     """Q train (P, P), test-train (P*, P), test diagonal (P*,), and the ESS of the weights."""
     w, _ = _weights(phi, log_q, delta, c)
-    wt = _weight_shift(w, prior)
-    base = (K, K_tt, k_test) if prior else (0.0, 0.0, 0.0)
-    Q = base[0] + (phi * wt[:, None]).T @ phi  # (P, P)
-    Q_tt = base[1] + (phi_test * wt[:, None]).T @ phi  # (P*, P)
-    q_test = base[2] + wt @ (phi_test * phi_test)  # (P*,)
+    w0 = 1.0 / w.shape[0] if prior else None
+    Q, Q_tt = cv_kernels(phi, phi_test, w, w0, K, K_tt)  # (P, P), (P*, P)
+    q_test = cv_diagonal(phi_test, w, w0, k_test)  # (P*,)
     return Q, Q_tt, q_test, 1.0 / jnp.sum(w * w)
 
 
@@ -295,12 +296,17 @@ class Problem(NamedTuple):
 
 class TiltedRow(NamedTuple):
     """The tree level at one requested chi: its predict row, the importance-sampling ESS, the
-    number of population refreshes, and whatever `at_solution` returned (None without it)."""
+    number of population refreshes (relu: proposal rounds), whatever `at_solution` returned
+    (None without it), u_star (relu: max over directions of u = c g_v s^2/D, the measure is
+    normalisable iff < 1; NaN for other activations) and a one-line reason when the row did not
+    converge ("" otherwise)."""
 
     row: Row
     ess: float
     refreshes: int
     extra: object = None
+    u_star: float = math.nan
+    reason: str = ""
 
 
 def solve_chi(
@@ -391,7 +397,24 @@ def anneal(
     Returns one TiltedRow per requested chi (sorted), with converged/iterations/residual in the
     row.  at_solution(t) is called with the TiltedSample at each requested chi's solution (e.g. a
     fluctuation correction); its result is the row's `extra`.
+    relu (positively homogeneous) goes to theory/homogeneous.py (exact radial integral, direction
+    proposal around the maxima of the tilt, u* guard); n_draws is then the number of directions
+    (rounded up to a power of 2, default 65536) and the HMC population options do not apply.
     """
+    if spec.activation in HOMOGENEOUS:
+        return _homogeneous(
+            spec,
+            data,
+            chis,
+            kern,
+            n_draws,
+            seed,
+            tol,
+            maxiter,
+            max_ratio,
+            at_solution,
+            default_draws=n_draws == 32768,
+        )
     pb = Problem(
         spec.activation,
         np.asarray(data.X),
@@ -440,3 +463,34 @@ def anneal(
             row = row._replace(converged=ok and ess >= ess_min, iterations=it, residual=res)
             sols[k] = TiltedRow(row, ess, refresh, extra)
     return [sols[int(i)] for i in index]
+
+
+def _homogeneous(
+    spec, data, chis, kern, n_draws, seed, tol, maxiter, max_ratio, at_solution, default_draws
+) -> list[TiltedRow]:
+    """relu tree level (theory/homogeneous.py) as TiltedRows; rows that did not converge hold
+    NaN, converged=False and the reason."""
+    from . import homogeneous
+
+    if default_draws or n_draws == "auto":
+        n_dirs = 65536
+    elif isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 2:
+        raise ValueError(f"n_draws must be an integer >= 2 or 'auto', got {n_draws!r}")
+    else:
+        n_dirs = int(n_draws)
+    n_dirs = 1 << max(1, int(math.ceil(math.log2(n_dirs))))
+    pb = homogeneous.problem(spec, data, kern)
+    res = homogeneous.anneal(
+        pb,
+        chis,
+        n_draws=n_dirs,
+        seed=seed,
+        tol=tol,
+        maxiter=maxiter,
+        max_ratio=max_ratio,
+        at_solution=at_solution,
+    )
+    return [
+        TiltedRow(row, sol.ess, sol.rounds, extra, sol.u_star, sol.reason)
+        for row, sol, extra in res
+    ]
