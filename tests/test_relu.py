@@ -156,3 +156,23 @@ def _reference(width, tag):
     if ref is None:
         pytest.fail(f"missing cached reference bench/results/relu/relu_N{width}_chi{tag}_s*.nc")
     return ref
+
+
+@pytest.mark.slow
+def test_auto_tree_switches_to_the_cavity_beyond_the_frontier():
+    """relu_tree="auto" over chi in {1, 4N}: at chi = 4N (beyond the linearised frontier at
+    N = 16) the cavity tree answers with finite numbers; with a correction requested the same
+    row is not converged, NaN, with a reason."""
+    from theory import tilted
+
+    _, spec, data = _teacher_problem(16)
+    kern = _prior(spec, data)
+    rows = tilted.anneal(spec, data, [1.0, 64.0], kern, odd=False, n_draws=2048)
+    assert rows[1].tree == "cavity" and rows[1].row.converged
+    assert np.all(np.isfinite(rows[1].row.f_test))
+    rows = tilted.anneal(
+        spec, data, [64.0], kern, odd=False, n_draws=2048, at_solution=lambda t: "corr"
+    )
+    (r,) = rows
+    assert r.tree == "cavity" and not r.row.converged and "one-loop" in r.reason
+    assert np.all(np.isnan(r.row.f_train)) and r.extra is None

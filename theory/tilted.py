@@ -299,7 +299,7 @@ class TiltedRow(NamedTuple):
     number of population refreshes (relu: proposal rounds), whatever `at_solution` returned
     (None without it), u_star (relu: max over directions of u = c g_v s^2/D, the measure is
     normalisable iff < 1; NaN for other activations) and a one-line reason when the row did not
-    converge ("" otherwise)."""
+    converge ("" otherwise); tree: which tree level (relu: "linearised" or "cavity")."""
 
     row: Row
     ess: float
@@ -307,6 +307,7 @@ class TiltedRow(NamedTuple):
     extra: object = None
     u_star: float = math.nan
     reason: str = ""
+    tree: str = "linearised"
 
 
 def solve_chi(
@@ -390,6 +391,7 @@ def anneal(
     max_refresh: int = 3,
     autodiff: bool = False,
     at_solution: Callable[[TiltedSample], object] | None = None,
+    relu_tree: str = "auto",
 ) -> list[TiltedRow]:
     """Algorithm 1: NNGP start at the smallest chi of a ladder, each solution starts the next
     chi; population draws replace the prior draws when ESS < ess_min (default M/100).
@@ -400,20 +402,15 @@ def anneal(
     relu (positively homogeneous) goes to theory/homogeneous.py (exact radial integral, direction
     proposal around the maxima of the tilt, u* guard); n_draws is then the number of directions
     (rounded up to a power of 2, default 65536) and the HMC population options do not apply.
+    relu_tree: "linearised" (the tilted saddle, exists up to a frontier in chi), "cavity" (the
+    exact one-neuron tilt, theory/cavity.py, normalisable at every chi; no correction exists on
+    it) or "auto" (linearised where it converges, else cavity; with at_solution the cavity rows
+    are not converged, extra None, since the correction needs the linearised tilt).
     """
     if spec.activation in HOMOGENEOUS:
+        opts = dict(seed=seed, tol=tol, maxiter=maxiter, max_ratio=max_ratio)
         return _homogeneous(
-            spec,
-            data,
-            chis,
-            kern,
-            n_draws,
-            seed,
-            tol,
-            maxiter,
-            max_ratio,
-            at_solution,
-            default_draws=n_draws == 32768,
+            spec, data, chis, kern, n_draws, at_solution, relu_tree, n_draws == 32768, opts
         )
     pb = Problem(
         spec.activation,
@@ -466,12 +463,16 @@ def anneal(
 
 
 def _homogeneous(
-    spec, data, chis, kern, n_draws, seed, tol, maxiter, max_ratio, at_solution, default_draws
+    spec, data, chis, kern, n_draws, at_solution, relu_tree, default_draws, opts
 ) -> list[TiltedRow]:
-    """relu tree level (theory/homogeneous.py) as TiltedRows; rows that did not converge hold
-    NaN, converged=False and the reason."""
-    from . import homogeneous
+    """relu tree level as TiltedRows (relu_tree: see `anneal`); rows that did not converge hold
+    NaN, converged=False and the reason; u_star is the linearised tilt's (NaN for cavity rows)."""
+    from . import cavity, homogeneous
 
+    if relu_tree not in ("auto", "linearised", "cavity"):
+        raise ValueError(
+            f"relu_tree must be one of ['auto', 'linearised', 'cavity'], got {relu_tree!r}"
+        )
     if default_draws or n_draws == "auto":
         n_dirs = 65536
     elif isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 2:
@@ -480,17 +481,26 @@ def _homogeneous(
         n_dirs = int(n_draws)
     n_dirs = 1 << max(1, int(math.ceil(math.log2(n_dirs))))
     pb = homogeneous.problem(spec, data, kern)
-    res = homogeneous.anneal(
-        pb,
-        chis,
-        n_draws=n_dirs,
-        seed=seed,
-        tol=tol,
-        maxiter=maxiter,
-        max_ratio=max_ratio,
-        at_solution=at_solution,
-    )
-    return [
-        TiltedRow(row, sol.ess, sol.rounds, extra, sol.u_star, sol.reason)
-        for row, sol, extra in res
-    ]
+    chis = np.sort(np.asarray(chis, float))
+    out: list[TiltedRow | None] = [None] * len(chis)
+    if relu_tree != "cavity":
+        res = homogeneous.anneal(pb, chis, n_draws=n_dirs, at_solution=at_solution, **opts)
+        for i, (row, sol, extra) in enumerate(res):
+            if sol.converged or relu_tree == "linearised":
+                out[i] = TiltedRow(
+                    row, sol.ess, sol.rounds, extra, sol.u_star, sol.reason, "linearised"
+                )
+    todo = [i for i, r in enumerate(out) if r is None]
+    if todo:
+        c_opts = dict(seed=opts["seed"], max_ratio=opts["max_ratio"])
+        res = cavity.anneal(pb, chis[todo], n_draws=n_dirs, **c_opts)
+        for i, (row, sol) in zip(todo, res):
+            reason = sol.reason
+            if at_solution is not None and sol.converged:
+                reason = (
+                    "the linearised tilt has no normalisable fixed point here and no one-loop "
+                    "correction exists on the cavity tree (use method='tree', relu_tree='cavity')"
+                )
+                row = homogeneous.nan_row(row)._replace(converged=False)
+            out[i] = TiltedRow(row, sol.ess, 0, None, math.nan, reason, "cavity")
+    return out
