@@ -357,7 +357,7 @@ def solve_chi(
     """Newton solve of the tree equation at one chi with the u* guard; the proposal is rebuilt
     around the maxima at the current solution until they stop moving (max_rounds).  Returns the
     solution and the kept maxima."""
-    from .tilted import newton
+    from .solver import newton
 
     rng = np.random.default_rng(seed)
     D = pb.X.shape[1]

@@ -36,7 +36,9 @@ from bayesnet.spec import NetworkSpec
 from . import adaptive
 from .estimator import cv_diagonal, cv_kernels
 from .fluctuation import TiltedSample
+from .population import hmc_population
 from .schema import PriorKernels, Row
+from .solver import newton
 
 HOMOGENEOUS = frozenset({"relu"})  # phi(r h) = r phi(h), r > 0: theory/homogeneous.py
 
@@ -152,104 +154,6 @@ def tilted_moments(
     Q, Q_tt = cv_kernels(phi, phi_test, w, w0, K, K_tt)  # (P, P), (P*, P)
     q_test = cv_diagonal(phi_test, w, w0, k_test)  # (P*,)
     return Q, Q_tt, q_test, 1.0 / jnp.sum(w * w)
-
-
-_solve = jax.jit(jnp.linalg.solve)  # XLA's LU: avoids BLAS thread contention with JAX
-
-
-def newton(
-    fun: Callable, jac: Callable, z0, tol: float, maxiter: int = 50, reuse: float = 0.25
-) -> tuple[np.ndarray, int, float, bool]:
-    """Damped Newton with backtracking on max|F|; the Jacobian (the O(M P^2) part) is reused
-    while each step still cuts max|F| by the factor `reuse` (chord steps).
-
-    Returns (z, iterations, max|F|, success).
-    """
-    z = np.asarray(z0, float)
-    F = np.asarray(fun(z))
-    nrm = float(np.max(np.abs(F)))
-    it, J = 0, None
-    while nrm > tol and it < maxiter:
-        if J is None:
-            J = jac(z)
-        step = np.asarray(_solve(J, -F))
-        t = 1.0
-        while True:
-            z_new = z + t * step
-            F_new = np.asarray(fun(z_new))
-            n_new = float(np.max(np.abs(F_new)))
-            if (np.isfinite(n_new) and n_new < (1 - 1e-4 * t) * nrm) or t < 1e-3:
-                break
-            t *= 0.5
-        it += 1
-        if not np.isfinite(n_new):
-            break
-        if n_new > reuse * nrm:
-            J = None  # slow progress: fresh Jacobian next step
-        z, F, nrm = z_new, F_new, n_new
-    return z, it, nrm, bool(nrm <= tol)
-
-
-def _log_density(v, X, activation, delta, c, g_v):
-    """Unnormalised log density of the tilted single-neuron measure at v (D,)."""
-    s = ACTIVATIONS[activation](X @ v) @ delta
-    return -0.5 * v.shape[0] * (v @ v) / g_v + 0.5 * c * s * s
-
-
-@functools.partial(jax.jit, static_argnames=("activation", "n_warm", "n_keep", "thin", "n_leap"))
-def hmc_population(
-    key: jax.Array,
-    V0: jnp.ndarray,
-    X: jnp.ndarray,
-    activation: str,
-    delta: jnp.ndarray,
-    c: float,
-    g_v: float,
-    n_warm: int = 60,
-    n_keep: int = 32,
-    thin: int = 2,
-    n_leap: int = 6,
-) -> jnp.ndarray:
-    """Population of HMC chains (one per row of V0 (C, D)); returns kept states (C*n_keep, D)."""
-    logp = lambda v: _log_density(v, X, activation, delta, c, g_v)  # noqa: E731
-    grad = jax.vmap(jax.value_and_grad(logp))
-    C, D = V0.shape
-
-    def step(carry, key):
-        V, eps = carry
-        k_mom, k_eps, k_acc = jax.random.split(key, 3)  # independent: momentum, jitter, accept
-        p0 = jax.random.normal(k_mom, V.shape)  # (C, D), unit mass
-        lp0, g0 = grad(V)
-        e = eps * jnp.exp(0.2 * jax.random.uniform(k_eps, (C, 1)) - 0.1)  # jittered step
-
-        def leap(_, s):
-            q, p, g = s
-            p = p + 0.5 * e * g
-            q = q + e * p
-            _, g = grad(q)
-            return q, p + 0.5 * e * g, g
-
-        q, p, _ = jax.lax.fori_loop(0, n_leap, leap, (V, p0, g0))
-        lp1, _ = grad(q)
-        log_acc = lp1 - lp0 - 0.5 * jnp.sum(p * p - p0 * p0, axis=1)  # (C,)
-        acc = jnp.log(jax.random.uniform(k_acc, (C,))) < log_acc
-        V = jnp.where(acc[:, None], q, V)
-        return (V, eps), jnp.mean(acc)
-
-    def warm(carry, key):
-        (V, eps), rate = step(carry, key)
-        return (V, eps * jnp.exp(rate - 0.7)), rate  # adapt towards 70% acceptance
-
-    keys = jax.random.split(key, n_warm + n_keep * thin)
-    eps0 = 0.5 * jnp.sqrt(g_v / D) / jnp.sqrt(n_leap)
-    carry, _ = jax.lax.scan(warm, (V0, eps0), keys[:n_warm])
-
-    def keep(carry, ks):
-        carry, _ = jax.lax.scan(step, carry, ks)
-        return carry, carry[0]
-
-    _, kept = jax.lax.scan(keep, carry, keys[n_warm:].reshape(n_keep, thin, 2))
-    return kept.reshape(-1, D)  # (n_keep*C, D)
 
 
 def population_draws(
