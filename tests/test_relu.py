@@ -195,8 +195,9 @@ def test_dressed_one_loop_against_reference_n64_chi1():
     0.1 x the tree's error (the O(1/N^2) remainder; dressed recovers >= 0.9 of the tree's
     residual at N = 64 in independent measurements), on train and test points.  The first-order
     correction (error 1.5e-2 train here) would fail the train bound."""
-    import theory
     from relu_reference import dataset, spec_for
+
+    import theory
 
     ref = _reference(64, "1")
     spec, data = spec_for(64, 1.0), dataset()
