@@ -167,11 +167,18 @@ def test_auto_tree_switches_to_the_cavity_beyond_the_frontier():
 
     _, spec, data = _teacher_problem(16)
     kern = _prior(spec, data)
-    rows = tilted.anneal(spec, data, [1.0, 64.0], kern, odd=False, n_draws=2048)
+    rows = tilted.anneal(spec, data, [1.0, 64.0], kern, odd=False, n_draws=2048, relu_tree="auto")
     assert rows[1].tree == "cavity" and rows[1].row.converged
     assert np.all(np.isfinite(rows[1].row.f_test))
     rows = tilted.anneal(
-        spec, data, [64.0], kern, odd=False, n_draws=2048, at_solution=lambda t: "corr"
+        spec,
+        data,
+        [64.0],
+        kern,
+        odd=False,
+        n_draws=2048,
+        at_solution=lambda t: "corr",
+        relu_tree="auto",
     )
     (r,) = rows
     assert r.tree == "cavity" and not r.row.converged and "one-loop" in r.reason

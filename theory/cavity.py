@@ -284,3 +284,51 @@ def anneal(pb: hom.Problem, chis, n_draws=65536, seed=0, tol=1e-8, maxiter=200, 
                 row = hom.nan_row(row)._replace(converged=False)
             out[k] = (row, sol)
     return [out[int(i)] for i in index]
+
+
+def _two_point_rule(m1, m2, m3):
+    """2-node rule (nodes (M, 2), weights (M, 2)) reproducing E[t], E[t^2], E[t^3] per row."""
+    var = jnp.maximum(m2 - m1 * m1, 1e-300)
+    c1 = (m1 * m2 - m3) / var  # p2(t) = t^2 + c1 t + c0 orthogonal to 1 and t
+    c0 = -m2 - c1 * m1
+    disc = jnp.sqrt(jnp.maximum(c1 * c1 - 4.0 * c0, 0.0))
+    t1, t2 = 0.5 * (-c1 - disc), 0.5 * (-c1 + disc)
+    lam1 = (t2 - m1) / jnp.where(t2 - t1 > 0, t2 - t1, 1.0)
+    return jnp.stack([t1, t2], axis=1), jnp.stack([lam1, 1.0 - lam1], axis=1)
+
+
+def tilted_sample(pb: hom.Problem, sol: CavitySolution, chi):
+    """The cavity measure at the solution as a TiltedSample: each direction carries the 2-node
+    radial rule of its cavity radial law (exact E[t^k], k <= 3), weights omega R0 x rule weight
+    (no control variate).  For experiments: no correction is derived on this measure."""
+    from .fluctuation import TiltedSample
+
+    D, N, g = pb.X.shape[1], pb.width, pb.g_w
+    B = g * (1 - 1 / N) * sol.Q + pb.kappa * np.eye(len(pb.y))
+    Minv = np.linalg.inv(B)
+    a = Minv @ pb.y
+    ph = sol.prop.phi
+    b = (g / N) * np.sum((ph @ Minv) * ph, axis=1)
+    al = (chi * g / N) * (ph @ a) ** 2
+    logR0, mom = radial(jnp.asarray(b), jnp.asarray(al), D, pb.g_v, n_moments=3)
+    t, lam = _two_point_rule(mom[0], mom[1], mom[2])  # (M, 2)
+    lw = -jnp.asarray(sol.prop.log_q) + logR0
+    w = jnp.exp(lw - jnp.max(lw))[:, None] * lam  # (M, 2)
+    r = jnp.sqrt(t)
+    phi = (r[:, :, None] * jnp.asarray(ph)[:, None, :]).reshape(-1, ph.shape[1])
+    pt = jnp.asarray(sol.prop.phi_test)
+    phi_t = (r[:, :, None] * pt[:, None, :]).reshape(-1, pt.shape[1])
+    w = w.reshape(-1)
+    return TiltedSample(
+        phi=phi,
+        phi_test=phi_t,
+        w=w / jnp.sum(w),
+        K=jnp.asarray(pb.K),
+        K_test=jnp.asarray(pb.K_tt),
+        prior=False,
+        y=jnp.asarray(pb.y),
+        g_w=float(g),
+        kappa=float(pb.kappa),
+        chi=float(chi),
+        width=int(N),
+    )

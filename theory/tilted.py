@@ -295,7 +295,7 @@ def anneal(
     max_refresh: int = 3,
     autodiff: bool = False,
     at_solution: Callable[[TiltedSample], object] | None = None,
-    relu_tree: str = "auto",
+    relu_tree: str = "linearised",
 ) -> list[TiltedRow]:
     """Algorithm 1: NNGP start at the smallest chi of a ladder, each solution starts the next
     chi; population draws replace the prior draws when ESS < ess_min (default M/100).
@@ -306,10 +306,11 @@ def anneal(
     relu (positively homogeneous) goes to theory/homogeneous.py (exact radial integral, direction
     proposal around the maxima of the tilt, u* guard); n_draws is then the number of directions
     (rounded up to a power of 2, default 65536) and the HMC population options do not apply.
-    relu_tree: "linearised" (the tilted saddle, exists up to a frontier in chi), "cavity" (the
-    exact one-neuron tilt, theory/cavity.py, normalisable at every chi; no correction exists on
-    it) or "auto" (linearised where it converges, else cavity; with at_solution the cavity rows
-    are not converged, extra None, since the correction needs the linearised tilt).
+    relu_tree: "linearised" (default: the tilted saddle; validated against NUTS up to its
+    frontier in chi, beyond which rows are not converged with the reason), "cavity" (the exact
+    one-neuron tilt, theory/cavity.py: converges at every chi but is NOT validated at strong tilt,
+    docs/homogeneous.md; no correction exists on it) or "auto" (linearised where it converges,
+    else cavity; with at_solution the cavity rows are not converged, extra None).
     """
     if spec.activation in HOMOGENEOUS:
         opts = dict(seed=seed, tol=tol, maxiter=maxiter, max_ratio=max_ratio)
