@@ -221,3 +221,22 @@ def test_dressed_one_loop_against_reference_n64_chi1():
         err_tree = np.linalg.norm(tree - fr) / np.linalg.norm(fr)
         noise = math.hypot(ref.attrs[f"rel_mcse_{side}"], spread[k])
         assert err < 3 * noise + 0.1 * err_tree, (side, err, noise, err_tree)
+
+
+@pytest.mark.slow
+def test_predict_one_loop_beyond_the_frontier_is_nan_not_a_crash():
+    """theory.predict(one_loop) for relu over chi in {1, 4N} at N = 16: chi = 1 converges, the
+    chi beyond the linearised frontier comes back not converged with NaN outputs."""
+    import warnings
+
+    import theory
+
+    _, spec, data = _teacher_problem(16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = theory.predict(
+            spec, data, chis=[1.0, 64.0], method="one_loop", order="first", n_draws=2048
+        )
+    assert ds["converged"].values.tolist() == [True, False]
+    assert np.all(np.isfinite(ds["f_train"].values[0]))
+    assert np.all(np.isnan(ds["f_train"].values[1])) and np.all(np.isnan(ds["f_test"].values[1]))

@@ -246,6 +246,13 @@ def _correction_vars(corr: list[Corrected]) -> dict:
     }
 
 
+def _nan_correction(row: Row) -> Corrected:
+    """The correction of a row that did not converge (no tilted sample): NaN shifts."""
+    nan = lambda a: np.full_like(np.asarray(a, float), np.nan)  # noqa: E731
+    f_tr, f_te = row.f_train, row.f_test
+    return Corrected(nan(f_tr), nan(f_te), nan(f_tr), nan(f_te), f_tr, f_te)
+
+
 def _apply(rows: list[Row], corr: list[Corrected]) -> list[Row]:
     """Tree-level rows with the corrected means (variances and kernels stay tree level)."""
     return [
@@ -395,6 +402,7 @@ def predict(
         rows, corr, attrs = _tilted(
             spec, data, chis, kern, _sampled_correction(order, n_batches), options
         )
+        corr = [_nan_correction(r) if c is None else c for r, c in zip(rows, corr)]
         rows = _apply(rows, corr)
     ds = assemble(
         rows, chis, spec, data, method, extra=None if corr is None else _correction_vars(corr)
