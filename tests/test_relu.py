@@ -110,7 +110,8 @@ def _prior(spec, data):
 
 
 def test_not_normalisable_start_returns_not_converged():
-    """A start whose u* >= 1 is refused: converged=False, a reason naming u*, no solve."""
+    """Far beyond the frontier (chi = 200 at N = 16, start Delta = y with u* >> 1): whatever
+    Newton does, the solve is not converged, u* >= 1 and the reason says not normalisable."""
     pb, _, _ = _teacher_problem(16)
     f0 = np.zeros_like(pb.y)  # Delta = y: u* grows with chi, at chi = 200 far beyond 1
     sol, _ = H.solve_chi(pb, 200.0, f0, None, 1024, 0, 1e-10, 50)

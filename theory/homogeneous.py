@@ -39,6 +39,7 @@ from .fluctuation import TiltedSample
 from .schema import Row
 
 EDGE = 1e-9  # a solve whose u* comes within EDGE of 1 is treated as not normalisable
+START_U = 0.98  # a Newton start beyond this u* has its residual Delta scaled down to it
 
 
 # ----------------------------------------------------------------------------- directions
@@ -366,6 +367,10 @@ def solve_chi(
     K = jnp.asarray(pb.K)
     f = np.asarray(f0, float)
     us, G, uk = u_star(pb, chi, pb.y - f, G0, rng, None)
+    if us >= START_U:  # u is quadratic in Delta: shrink the start's residual inside the region
+        shrink = math.sqrt(START_U / us)
+        f = pb.y - shrink * (pb.y - f)
+        us, uk = us * shrink**2, uk * shrink**2
     it = res = 0
     ok, reason, prop = False, "", None
     for rnd in range(max_rounds):
