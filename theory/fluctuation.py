@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
+from .estimator import cv_kernels
+
 
 class TiltedSample(NamedTuple):
     """Single-neuron draws under the tilted measure at the tree-level saddle.
@@ -45,13 +47,8 @@ def tilted_kernels(t: TiltedSample) -> tuple[jnp.ndarray, jnp.ndarray]:
     Q_CV = sum_m w_m phi_m phi_m^T + (K^phi - (1/M) sum_m phi_m phi_m^T) when the draws are prior
     draws; without it the importance-sampling noise (~1/sqrt(M)) biases every output.
     """
-    M = t.phi.shape[0]
-    wt = t.w - 1.0 / M if t.prior else t.w  # (M,)
-    Q = (t.phi * wt[:, None]).T @ t.phi  # (P, P)
-    Q_test = (t.phi_test * wt[:, None]).T @ t.phi  # (P*, P)
-    if t.prior:
-        Q, Q_test = Q + t.K, Q_test + t.K_test
-    return Q, Q_test
+    w0 = 1.0 / t.phi.shape[0] if t.prior else None
+    return cv_kernels(t.phi, t.phi_test, t.w, w0, t.K, t.K_test)
 
 
 def gp_algebra(

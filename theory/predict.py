@@ -341,6 +341,13 @@ def _correction_vars(corr: list[Corrected]) -> dict:
     }
 
 
+def _nan_correction(row: Row) -> Corrected:
+    """The correction of a row that did not converge (no tilted sample): NaN shifts."""
+    nan = lambda a: np.full_like(np.asarray(a, float), np.nan)  # noqa: E731
+    f_tr, f_te = row.f_train, row.f_test
+    return Corrected(nan(f_tr), nan(f_te), nan(f_tr), nan(f_te), f_tr, f_te)
+
+
 def _apply(rows: list[Row], corr: list[Corrected]) -> list[Row]:
     """Tree-level rows with the corrected means and, where the correction has them, the
     one-loop mean kernel and output variance on train points (test variances and the test-train
@@ -401,17 +408,21 @@ def _tilted(spec, data, chis, kern: PriorKernels, correct, options: dict):
     )
     n_eff = int(options.get("n_draws", 32768)) * (1 if spec.activation in ODD else 2)
     ess_min = options.get("ess_min") or n_eff / 100
-    rows = []
+    rows, extras = [], []
     for r in res:
         row = r.row
         if not row.converged and row.status == CONVERGED:  # the solver may give its own reason
-            row = row._replace(status=reason(row, r.ess, ess_min))
+            row = row._replace(status=r.reason or reason(row, r.ess, ess_min))
         rows.append(row)
+        # a row that did not converge has no tilted sample: its correction is NaN
+        extras.append(_nan_correction(row) if correct is not None and r.extra is None else r.extra)
     attrs = {
         "ess": np.array([r.ess for r in res]),  # importance-sampling ESS per chi
         "population_refreshes": np.array([r.refreshes for r in res]),
+        # relu: max over directions of u (normalisable iff < 1); NaN for other activations
+        "u_star": np.array([r.u_star for r in res], dtype=float),
     }
-    return rows, [r.extra for r in res], attrs
+    return rows, extras, attrs
 
 
 class Replicated(NamedTuple):

@@ -34,8 +34,13 @@ from bayesnet.datasets import Dataset
 from bayesnet.spec import NetworkSpec
 
 from . import adaptive
+from .estimator import cv_diagonal, cv_kernels
 from .fluctuation import TiltedSample
+from .population import hmc_population
 from .schema import PriorKernels, Row
+from .solver import newton
+
+HOMOGENEOUS = frozenset({"relu"})  # phi(r h) = r phi(h), r > 0: theory/homogeneous.py
 
 
 class Draws(NamedTuple):
@@ -145,110 +150,10 @@ def tilted_moments(
 ) -> tuple:
     """Q train (P, P), test-train (P*, P), test diagonal (P*,), and the ESS of the weights."""
     w, _ = _weights(phi, log_q, delta, c)
-    wt = _weight_shift(w, prior)
-    base = (K, K_tt, k_test) if prior else (0.0, 0.0, 0.0)
-    Q = base[0] + (phi * wt[:, None]).T @ phi  # (P, P)
-    Q_tt = base[1] + (phi_test * wt[:, None]).T @ phi  # (P*, P)
-    q_test = base[2] + wt @ (phi_test * phi_test)  # (P*,)
+    w0 = 1.0 / w.shape[0] if prior else None
+    Q, Q_tt = cv_kernels(phi, phi_test, w, w0, K, K_tt)  # (P, P), (P*, P)
+    q_test = cv_diagonal(phi_test, w, w0, k_test)  # (P*,)
     return Q, Q_tt, q_test, 1.0 / jnp.sum(w * w)
-
-
-_solve = jax.jit(jnp.linalg.solve)  # XLA's LU: avoids BLAS thread contention with JAX
-
-
-def newton(
-    fun: Callable, jac: Callable, z0, tol: float, maxiter: int = 50, reuse: float = 0.25
-) -> tuple[np.ndarray, int, float, bool]:
-    """Damped Newton with backtracking on max|F|; the Jacobian (the O(M P^2) part) is reused
-    while each step still cuts max|F| by the factor `reuse` (chord steps).
-
-    Returns (z, iterations, max|F|, success).
-    """
-    z = np.asarray(z0, float)
-    F = np.asarray(fun(z))
-    nrm = float(np.max(np.abs(F)))
-    it, J = 0, None
-    while nrm > tol and it < maxiter:
-        if J is None:
-            J = jac(z)
-        step = np.asarray(_solve(J, -F))
-        t = 1.0
-        while True:
-            z_new = z + t * step
-            F_new = np.asarray(fun(z_new))
-            n_new = float(np.max(np.abs(F_new)))
-            if (np.isfinite(n_new) and n_new < (1 - 1e-4 * t) * nrm) or t < 1e-3:
-                break
-            t *= 0.5
-        it += 1
-        if not np.isfinite(n_new):
-            break
-        if n_new > reuse * nrm:
-            J = None  # slow progress: fresh Jacobian next step
-        z, F, nrm = z_new, F_new, n_new
-    return z, it, nrm, bool(nrm <= tol)
-
-
-def _log_density(v, X, activation, delta, c, g_v):
-    """Unnormalised log density of the tilted single-neuron measure at v (D,)."""
-    s = ACTIVATIONS[activation](X @ v) @ delta
-    return -0.5 * v.shape[0] * (v @ v) / g_v + 0.5 * c * s * s
-
-
-@functools.partial(jax.jit, static_argnames=("activation", "n_warm", "n_keep", "thin", "n_leap"))
-def hmc_population(
-    key: jax.Array,
-    V0: jnp.ndarray,
-    X: jnp.ndarray,
-    activation: str,
-    delta: jnp.ndarray,
-    c: float,
-    g_v: float,
-    n_warm: int = 60,
-    n_keep: int = 32,
-    thin: int = 2,
-    n_leap: int = 6,
-) -> jnp.ndarray:
-    """Population of HMC chains (one per row of V0 (C, D)); returns kept states (C*n_keep, D)."""
-    logp = lambda v: _log_density(v, X, activation, delta, c, g_v)  # noqa: E731
-    grad = jax.vmap(jax.value_and_grad(logp))
-    C, D = V0.shape
-
-    def step(carry, key):
-        V, eps = carry
-        k_mom, k_eps, k_acc = jax.random.split(key, 3)  # independent: momentum, jitter, accept
-        p0 = jax.random.normal(k_mom, V.shape)  # (C, D), unit mass
-        lp0, g0 = grad(V)
-        e = eps * jnp.exp(0.2 * jax.random.uniform(k_eps, (C, 1)) - 0.1)  # jittered step
-
-        def leap(_, s):
-            q, p, g = s
-            p = p + 0.5 * e * g
-            q = q + e * p
-            _, g = grad(q)
-            return q, p + 0.5 * e * g, g
-
-        q, p, _ = jax.lax.fori_loop(0, n_leap, leap, (V, p0, g0))
-        lp1, _ = grad(q)
-        log_acc = lp1 - lp0 - 0.5 * jnp.sum(p * p - p0 * p0, axis=1)  # (C,)
-        acc = jnp.log(jax.random.uniform(k_acc, (C,))) < log_acc
-        V = jnp.where(acc[:, None], q, V)
-        return (V, eps), jnp.mean(acc)
-
-    def warm(carry, key):
-        (V, eps), rate = step(carry, key)
-        return (V, eps * jnp.exp(rate - 0.7)), rate  # adapt towards 70% acceptance
-
-    keys = jax.random.split(key, n_warm + n_keep * thin)
-    eps0 = 0.5 * jnp.sqrt(g_v / D) / jnp.sqrt(n_leap)
-    carry, _ = jax.lax.scan(warm, (V0, eps0), keys[:n_warm])
-
-    def keep(carry, ks):
-        carry, _ = jax.lax.scan(step, carry, ks)
-        return carry, carry[0]
-
-    _, kept = jax.lax.scan(keep, carry, keys[n_warm:].reshape(n_keep, thin, 2))
-    return kept.reshape(-1, D)  # (n_keep*C, D)
 
 
 def population_draws(
@@ -295,12 +200,18 @@ class Problem(NamedTuple):
 
 class TiltedRow(NamedTuple):
     """The tree level at one requested chi: its predict row, the importance-sampling ESS, the
-    number of population refreshes, and whatever `at_solution` returned (None without it)."""
+    number of population refreshes (relu: proposal rounds), whatever `at_solution` returned
+    (None without it), u_star (relu: max over directions of u = c g_v s^2/D, the measure is
+    normalisable iff < 1; NaN for other activations) and a one-line reason when the row did not
+    converge ("" otherwise); tree: which tree level (relu: "linearised" or "cavity")."""
 
     row: Row
     ess: float
     refreshes: int
     extra: object = None
+    u_star: float = math.nan
+    reason: str = ""
+    tree: str = "linearised"
 
 
 def solve_chi(
@@ -384,6 +295,7 @@ def anneal(
     max_refresh: int = 3,
     autodiff: bool = False,
     at_solution: Callable[[TiltedSample], object] | None = None,
+    relu_tree: str = "linearised",
 ) -> list[TiltedRow]:
     """Algorithm 1: NNGP start at the smallest chi of a ladder, each solution starts the next
     chi; population draws replace the prior draws when ESS < ess_min (default M/100).
@@ -391,7 +303,20 @@ def anneal(
     Returns one TiltedRow per requested chi (sorted), with converged/iterations/residual in the
     row.  at_solution(t) is called with the TiltedSample at each requested chi's solution (e.g. a
     fluctuation correction); its result is the row's `extra`.
+    relu (positively homogeneous) goes to theory/homogeneous.py (exact radial integral, direction
+    proposal around the maxima of the tilt, u* guard); n_draws is then the number of directions
+    (rounded up to a power of 2, default 65536) and the HMC population options do not apply.
+    relu_tree: "linearised" (default: the tilted saddle; validated against NUTS up to its
+    frontier in chi, beyond which rows are not converged with the reason), "cavity" (the exact
+    one-neuron tilt, theory/cavity.py: converges at every chi but is NOT validated at strong tilt,
+    docs/homogeneous.md; no correction exists on it) or "auto" (linearised where it converges,
+    else cavity; with at_solution the cavity rows are not converged, extra None).
     """
+    if spec.activation in HOMOGENEOUS:
+        opts = dict(seed=seed, tol=tol, maxiter=maxiter, max_ratio=max_ratio)
+        return _homogeneous(
+            spec, data, chis, kern, n_draws, at_solution, relu_tree, n_draws == 32768, opts
+        )
     pb = Problem(
         spec.activation,
         np.asarray(data.X),
@@ -440,3 +365,47 @@ def anneal(
             row = row._replace(converged=ok and ess >= ess_min, iterations=it, residual=res)
             sols[k] = TiltedRow(row, ess, refresh, extra)
     return [sols[int(i)] for i in index]
+
+
+def _homogeneous(
+    spec, data, chis, kern, n_draws, at_solution, relu_tree, default_draws, opts
+) -> list[TiltedRow]:
+    """relu tree level as TiltedRows (relu_tree: see `anneal`); rows that did not converge hold
+    NaN, converged=False and the reason; u_star is the linearised tilt's (NaN for cavity rows)."""
+    from . import cavity, homogeneous
+
+    if relu_tree not in ("auto", "linearised", "cavity"):
+        raise ValueError(
+            f"relu_tree must be one of ['auto', 'linearised', 'cavity'], got {relu_tree!r}"
+        )
+    if default_draws or n_draws == "auto":
+        n_dirs = 65536
+    elif isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 2:
+        raise ValueError(f"n_draws must be an integer >= 2 or 'auto', got {n_draws!r}")
+    else:
+        n_dirs = int(n_draws)
+    n_dirs = 1 << max(1, int(math.ceil(math.log2(n_dirs))))
+    pb = homogeneous.problem(spec, data, kern)
+    chis = np.sort(np.asarray(chis, float))
+    out: list[TiltedRow | None] = [None] * len(chis)
+    if relu_tree != "cavity":
+        res = homogeneous.anneal(pb, chis, n_draws=n_dirs, at_solution=at_solution, **opts)
+        for i, (row, sol, extra) in enumerate(res):
+            if sol.converged or relu_tree == "linearised":
+                out[i] = TiltedRow(
+                    row, sol.ess, sol.rounds, extra, sol.u_star, sol.reason, "linearised"
+                )
+    todo = [i for i, r in enumerate(out) if r is None]
+    if todo:
+        c_opts = dict(seed=opts["seed"], max_ratio=opts["max_ratio"])
+        res = cavity.anneal(pb, chis[todo], n_draws=n_dirs, **c_opts)
+        for i, (row, sol) in zip(todo, res):
+            reason = sol.reason
+            if at_solution is not None and sol.converged:
+                reason = (
+                    "the linearised tilt has no normalisable fixed point here and no one-loop "
+                    "correction exists on the cavity tree (use method='tree', relu_tree='cavity')"
+                )
+                row = homogeneous.nan_row(row)._replace(converged=False)
+            out[i] = TiltedRow(row, sol.ess, 0, None, math.nan, reason, "cavity")
+    return out
