@@ -180,78 +180,56 @@ def _proposal(pb: hom.Problem, Q, chi, n_dirs, seed, G_prev, rng, keep=32):
     return hom.proposal(pb.X, pb.X_test, G, beta, n_dirs, seed), G
 
 
+def _moments(pb: hom.Problem, prop, Q, chi):
+    """cavity_moments on the proposal's directions for the kernel Q (P, P) at this chi."""
+    return cavity_moments(
+        *(jnp.asarray(x) for x in (prop.phi, prop.phi_test, prop.log_q)),
+        *(jnp.asarray(x) for x in (pb.K, pb.K_tt, pb.k_test)),
+        jnp.asarray(Q),
+        jnp.asarray(pb.y),
+        pb.g_w,
+        pb.kappa,
+        chi,
+        pb.width,
+        pb.g_v,
+        pb.X.shape[1],
+    )
+
+
+def _unvech(x, iu, P: int) -> np.ndarray:
+    """The symmetric (P, P) matrix whose upper triangle (indices iu) is x."""
+    Q = np.zeros((P, P))
+    Q[iu] = x
+    return Q + np.triu(Q, 1).T
+
+
 def solve_chi(pb: hom.Problem, chi, Q0, n_dirs, seed, tol=1e-8, maxiter=200, rounds=2, G=None):
     """Cavity saddle at one chi from Q0 (P, P); the proposal is rebuilt at the solution
     `rounds` times.  Returns (CavitySolution, maxima)."""
     rng = np.random.default_rng(seed)
-    D, P = pb.X.shape[1], len(pb.y)
+    P = len(pb.y)
     iu = np.triu_indices(P)
     Q = np.asarray(Q0, float)
     ok, it, res, reason = False, 0, math.inf, ""
     for r in range(rounds):
         prop, G = _proposal(pb, Q, chi, n_dirs, seed + 31 * r, G, rng)
-        args = tuple(
-            jnp.asarray(x) for x in (prop.phi, prop.phi_test, prop.log_q, pb.K, pb.K_tt, pb.k_test)
-        )
 
-        def F(x, args=args):
-            Qm = np.zeros((P, P))
-            Qm[iu] = x
-            Qm = Qm + np.triu(Qm, 1).T
-            Qn = cavity_moments(
-                *args[:3],
-                *args[3:],
-                jnp.asarray(Qm),
-                jnp.asarray(pb.y),
-                pb.g_w,
-                pb.kappa,
-                chi,
-                pb.width,
-                pb.g_v,
-                D,
-            )[0]
-            return np.asarray(Qn)[iu]
+        def F(x, prop=prop):
+            return np.asarray(_moments(pb, prop, _unvech(x, iu, P), chi)[0])[iu]
 
         x, it, res, ok = anderson(F, Q[iu], tol, maxiter)
-        Q = np.zeros((P, P))
-        Q[iu] = x
-        Q = Q + np.triu(Q, 1).T
+        Q = _unvech(x, iu, P)
         if not ok:
             reason = f"cavity fixed point not reached: residual {res:.2g} after {it} iterations"
             break
-    ess = float(
-        cavity_moments(
-            *args[:3],
-            *args[3:],
-            jnp.asarray(Q),
-            jnp.asarray(pb.y),
-            pb.g_w,
-            pb.kappa,
-            chi,
-            pb.width,
-            pb.g_v,
-            D,
-        )[3]
-    )
+    ess = float(_moments(pb, prop, Q, chi)[3])
     return CavitySolution(Q, prop, ess, it, res, ok, reason), G
 
 
 def outputs(pb: hom.Problem, sol: CavitySolution, chi) -> Row:
     """predict's row of the cavity tree level: the GP with kernel g_w Q (train f = g_w Q a)."""
-    D = pb.X.shape[1]
     g = pb.g_w
-    Q, Qt, qtt, _ = cavity_moments(
-        *(jnp.asarray(x) for x in (sol.prop.phi, sol.prop.phi_test, sol.prop.log_q)),
-        *(jnp.asarray(x) for x in (pb.K, pb.K_tt, pb.k_test)),
-        jnp.asarray(sol.Q),
-        jnp.asarray(pb.y),
-        g,
-        pb.kappa,
-        chi,
-        pb.width,
-        pb.g_v,
-        D,
-    )
+    Q, Qt, qtt, _ = _moments(pb, sol.prop, sol.Q, chi)
     m_tr, v_tr, m_te, v_te = gp.gp_train_test(g * Q, g * Qt, g * qtt, jnp.asarray(pb.y), pb.kappa)
     return Row(
         f_train=np.asarray(m_tr),
