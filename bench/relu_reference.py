@@ -16,13 +16,13 @@ import pathlib
 import sys
 import time
 
-import numpy as np
 import xarray as xr
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from width_ladder import chi_value, summarise  # noqa: E402
+from width_ladder import pooled as width_ladder_pooled  # noqa: E402
 
 OUT = HERE / "results" / "relu"
 SETUP = dict(n_train=48, n_test=48, dim=20, kappa=0.2, g_v=1.0, g_w=1.0, seed=0)
@@ -58,25 +58,7 @@ def path_for(width: int, chi_tag: str, seed: int) -> pathlib.Path:
 
 def pooled(width: int, chi_tag: str) -> xr.Dataset | None:
     """All seeds of one point pooled with inverse-variance weights (None if no run exists)."""
-    parts = [
-        xr.load_dataset(p, engine="h5netcdf")
-        for p in sorted(OUT.glob(f"relu_N{width}_chi{chi_tag}_s*.nc"))
-    ]
-    if not parts:
-        return None
-    out = xr.Dataset()
-    for side in ("train", "test"):
-        w = [1.0 / p[f"f_{side}_mcse"] ** 2 for p in parts]
-        wsum = sum(w)
-        out[f"f_{side}"] = sum(wi * p[f"f_{side}"] for wi, p in zip(w, parts)) / wsum
-        out[f"f_{side}_mcse"] = 1.0 / np.sqrt(wsum)
-    out["K_train"] = sum(p["K_train"] for p in parts) / len(parts)
-    out.attrs = dict(width=width, chi=parts[0].attrs["chi"], chi_tag=chi_tag, seeds=len(parts))
-    for side in ("train", "test"):
-        out.attrs[f"rel_mcse_{side}"] = float(
-            np.linalg.norm(out[f"f_{side}_mcse"]) / np.linalg.norm(out[f"f_{side}"])
-        )
-    return out
+    return width_ladder_pooled(width, chi_tag, OUT, "relu", mean_vars=("K_train",))
 
 
 def main() -> None:

@@ -112,11 +112,14 @@ def path_for(width: int, chi_tag: str, seed: int) -> pathlib.Path:
     return OUT / f"erf_N{width}_chi{chi_tag}_s{seed}.nc"
 
 
-def pooled(width: int, chi_tag: str) -> xr.Dataset | None:
-    """All seeds of one point pooled with inverse-variance weights (None if no run exists)."""
+def pooled(
+    width: int, chi_tag: str, out_dir: pathlib.Path = OUT, prefix: str = "erf", mean_vars=()
+) -> xr.Dataset | None:
+    """All seeds of one point pooled with inverse-variance weights (None if no run exists);
+    `mean_vars` (e.g. K_train) are averaged over the seeds."""
     parts = [
         xr.load_dataset(p, engine="h5netcdf")
-        for p in sorted(OUT.glob(f"erf_N{width}_chi{chi_tag}_s*.nc"))
+        for p in sorted(out_dir.glob(f"{prefix}_N{width}_chi{chi_tag}_s*.nc"))
     ]
     if not parts:
         return None
@@ -126,6 +129,8 @@ def pooled(width: int, chi_tag: str) -> xr.Dataset | None:
         wsum = sum(w)
         out[f"f_{side}"] = sum(wi * p[f"f_{side}"] for wi, p in zip(w, parts)) / wsum
         out[f"f_{side}_mcse"] = 1.0 / np.sqrt(wsum)
+    for v in mean_vars:
+        out[v] = sum(p[v] for p in parts) / len(parts)
     out.attrs = dict(
         width=width,
         chi=parts[0].attrs["chi"],
